@@ -235,6 +235,21 @@ func Trial(s Slot, tries int) Plan {
 	}
 }
 
+// Provision makes s bootable with tries on a disk where no slot is
+// bootable yet: the first install of a fresh disk, which has no fallback.
+func Provision(s Slot, tries int) Plan {
+	return func(f Flags) (Flags, error) {
+		if tries < 1 || tries > MaxTries {
+			return nil, fmt.Errorf("tries %d out of range 1-%d", tries, MaxTries)
+		}
+		if f[s.Other()].Bootable() {
+			return nil, fmt.Errorf("slot %s is bootable: a new release into %s must be a trial with %s as fallback", s.Other(), s, s.Other())
+		}
+		f[s] = SlotFlags{Priority: 2, Tries: tries}
+		return f, nil
+	}
+}
+
 // MarkGood records that s booted and passed its health check: successful,
 // highest priority. The other slot keeps its state as the fallback.
 func MarkGood(s Slot) Plan {

@@ -1,0 +1,232 @@
+package updater
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"sealift/bootloader"
+	"sealift/partitions/verity"
+	"sealift/updater/state"
+)
+
+// InstallRequest is one release to write into the inactive slot.
+type InstallRequest struct {
+	// Image is the root filesystem image, ImageSize bytes long, a multiple
+	// of 4096. Reading more or fewer bytes than that is an error.
+	Image     io.Reader
+	ImageSize int64
+	Version   string
+	// ImageDigest identifies the image ("sha256:..."); when empty the
+	// digest of the streamed bytes is recorded.
+	ImageDigest string
+	Boot        bootloader.BootFiles // Version is filled in from Version
+	// Tries is how many boots the new slot gets; 0 means the default.
+	Tries int
+	// Salt for the verity tree; nil draws a random one.
+	Salt []byte
+	// ExpectedRoot, when set, is the signed verity root hash the written
+	// slot must reproduce before the flags are flipped.
+	ExpectedRoot []byte
+	// Progress, when set, is called with bytes written so far.
+	Progress func(done, total int64)
+}
+
+// InstallResult says what was installed where.
+type InstallResult struct {
+	Slot   bootloader.Slot
+	Record state.SlotRecord
+	Next   bootloader.Decision
+}
+
+// validate checks everything that can be checked before the disk changes.
+func (r *InstallRequest) validate(slotSize int64) (verity.Params, error) {
+	var p verity.Params
+	if r.Version == "" || strings.ContainsAny(r.Version, " \t\n\r") {
+		return p, fmt.Errorf("%w: version %q must be non-empty without spaces", ErrBadInput, r.Version)
+	}
+	if r.ImageSize <= 0 {
+		return p, fmt.Errorf("%w: image is empty", ErrBadInput)
+	}
+	if r.ImageSize%verity.BlockSize != 0 {
+		return p, fmt.Errorf("%w: image size %d is not a multiple of %d bytes (pad the filesystem image)", ErrBadInput, r.ImageSize, verity.BlockSize)
+	}
+	if len(r.Boot.Kernel) == 0 {
+		return p, fmt.Errorf("%w: kernel is empty", ErrBadInput)
+	}
+	if strings.ContainsAny(r.Boot.Cmdline, "\n\r") {
+		return p, fmt.Errorf("%w: kernel command line must be one line", ErrBadInput)
+	}
+	if r.Tries == 0 {
+		r.Tries = bootloader.DefaultTries
+	}
+	if r.Tries < 1 || r.Tries > bootloader.MaxTries {
+		return p, fmt.Errorf("%w: tries %d out of range 1-%d", ErrBadInput, r.Tries, bootloader.MaxTries)
+	}
+	if r.ExpectedRoot != nil && len(r.ExpectedRoot) != 32 {
+		return p, fmt.Errorf("%w: expected verity root hash must be 32 bytes, got %d", ErrBadInput, len(r.ExpectedRoot))
+	}
+	salt := r.Salt
+	if salt == nil {
+		var err error
+		if salt, err = verity.NewSalt(); err != nil {
+			return p, err
+		}
+	}
+	blocks := uint64(r.ImageSize / verity.BlockSize)
+	p = verity.Params{Salt: salt, DataBlocks: blocks, HashOffset: uint64(r.ImageSize)}
+	need := r.ImageSize + int64(verity.TreeSize(blocks))
+	if need > slotSize {
+		return p, fmt.Errorf("%w: image of %d bytes plus its %d-byte verity tree needs %d bytes, the slot holds %d",
+			ErrBadInput, r.ImageSize, verity.TreeSize(blocks), need, slotSize)
+	}
+	return p, nil
+}
+
+// Install writes a release into the inactive slot, verifies it and flips
+// the boot flags so the next boot tries it. Steps, each persisted:
+//
+//  1. validate all input (no change to the disk on bad input);
+//  2. make the target slot unbootable, then record "writing vX into slot";
+//  3. stream the image into the slot, hashing what was written (read back
+//     from the slot) while later chunks are still being written;
+//  4. write the verity tree, fsync, check the tree on disk and the root hash;
+//  5. write the slot's boot files to the ESP;
+//  6. flip: next boot tries the slot, the running slot stays the fallback.
+func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResult, error) {
+	st, err := u.State.Load()
+	if err != nil {
+		return nil, err
+	}
+	flags, err := u.Boot.Load()
+	if err != nil {
+		return nil, fmt.Errorf("read boot flags: %w", err)
+	}
+	tgt, err := u.target(st, flags)
+	if err != nil {
+		return nil, err
+	}
+	dev, err := u.Disk.OpenSlot(tgt)
+	if err != nil {
+		return nil, fmt.Errorf("open slot %s: %w", tgt, err)
+	}
+	defer dev.Close()
+	params, err := req.validate(dev.Size())
+	if err != nil {
+		return nil, err
+	}
+	esp, err := u.Disk.ESP()
+	if err != nil {
+		return nil, fmt.Errorf("open ESP: %w", err)
+	}
+	// A first install on a fresh disk has no fallback slot; every later one
+	// must keep one, or a bad release could leave nothing to boot.
+	fallback := flags[tgt.Other()].Bootable()
+	if !fallback && flags[tgt].Bootable() {
+		return nil, fmt.Errorf("%w: slot %s is the only bootable slot; refusing to overwrite it", ErrBadInput, tgt)
+	}
+
+	// 2. Unbootable first, then say so in the state.
+	if _, err := bootloader.Apply(u.Boot, bootloader.Clear(tgt)); err != nil {
+		return nil, err
+	}
+	now := u.now()
+	delete(st.Slots, tgt)
+	st.Pending = &state.Pending{Slot: tgt, Version: req.Version, Phase: state.PhaseWriting, StartedAt: now, UpdatedAt: now}
+	if err := u.State.Save(st); err != nil {
+		return nil, err
+	}
+
+	// 3 + 4. Stream, hash, write the tree, verify.
+	root, digest, err := writeSlot(ctx, req.Image, req.ImageSize, dev, params, req.Progress)
+	if err != nil {
+		return nil, fmt.Errorf("write slot %s: %w", tgt, err)
+	}
+	if req.ExpectedRoot != nil && !bytes.Equal(root, req.ExpectedRoot) {
+		return nil, fmt.Errorf("%w: verity root hash of slot %s is %x, the release says %x", ErrVerify, tgt, root, req.ExpectedRoot)
+	}
+	rec := state.SlotRecord{
+		Version:     req.Version,
+		ImageDigest: req.ImageDigest,
+		ImageSize:   req.ImageSize,
+		Verity: state.Verity{
+			RootHash:   hex.EncodeToString(root),
+			Salt:       hex.EncodeToString(params.Salt),
+			DataBlocks: params.DataBlocks,
+			HashOffset: params.HashOffset,
+		},
+		InstalledAt: u.now(),
+	}
+	if rec.ImageDigest == "" {
+		rec.ImageDigest = digest
+	}
+
+	// 5. Boot files, while the slot is still unbootable.
+	boot := req.Boot
+	boot.Version = req.Version
+	boot.Cmdline = KernelCmdline(req.Boot.Cmdline, u.Disk.SlotPartUUID(tgt), rec)
+	if err := bootloader.WriteBootFiles(esp, tgt, boot); err != nil {
+		return nil, err
+	}
+
+	// 6. Flip. The record goes in before the flags so that a slot the
+	// bootloader may pick always has its record.
+	st.Slots[tgt] = &rec
+	st.Pending.UpdatedAt = u.now()
+	if err := u.State.Save(st); err != nil {
+		return nil, err
+	}
+	plan := bootloader.Trial(tgt, req.Tries)
+	if !fallback {
+		plan = bootloader.Provision(tgt, req.Tries)
+	}
+	if _, err := bootloader.Apply(u.Boot, plan); err != nil {
+		return nil, err
+	}
+	st.Pending.Phase = state.PhaseTrial
+	st.Pending.UpdatedAt = u.now()
+	if err := u.State.Save(st); err != nil {
+		// The flip is done and safe; only the phase label is stale, and
+		// Status derives the truth from the flags.
+		return nil, err
+	}
+	flags, err = u.Boot.Load()
+	if err != nil {
+		return nil, err
+	}
+	return &InstallResult{Slot: tgt, Record: rec, Next: u.Boot.Simulate(flags)}, nil
+}
+
+// Cmdline keys sealift adds for the initramfs that opens the verity root.
+const (
+	CmdlineRoot       = "sealift.root"
+	CmdlineVersion    = "sealift.version"
+	CmdlineRootHash   = "sealift.verity.roothash"
+	CmdlineSalt       = "sealift.verity.salt"
+	CmdlineDataBlocks = "sealift.verity.datablocks"
+	CmdlineHashOffset = "sealift.verity.hashoffset"
+)
+
+// KernelCmdline appends to the image's own command line what the
+// initramfs needs to open the slot's root with dm-verity.
+func KernelCmdline(base, partUUID string, rec state.SlotRecord) string {
+	parts := []string{}
+	if b := strings.TrimSpace(base); b != "" {
+		parts = append(parts, b)
+	}
+	if partUUID != "" {
+		parts = append(parts, CmdlineRoot+"=PARTUUID="+strings.ToLower(partUUID))
+	}
+	parts = append(parts,
+		CmdlineVersion+"="+rec.Version,
+		CmdlineRootHash+"="+rec.Verity.RootHash,
+		CmdlineSalt+"="+rec.Verity.Salt,
+		CmdlineDataBlocks+"="+strconv.FormatUint(rec.Verity.DataBlocks, 10),
+		CmdlineHashOffset+"="+strconv.FormatUint(rec.Verity.HashOffset, 10),
+	)
+	return strings.Join(parts, " ")
+}

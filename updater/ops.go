@@ -1,0 +1,187 @@
+package updater
+
+import (
+	"fmt"
+
+	"sealift/bootloader"
+	"sealift/updater/state"
+)
+
+// SlotStatus is one slot as status shows it.
+type SlotStatus struct {
+	Slot     bootloader.Slot       `json:"slot"`
+	Flags    bootloader.SlotFlags  `json:"flags"`
+	Bootable bool                  `json:"bootable"`
+	Running  bool                  `json:"running"`
+	Record   *state.SlotRecord     `json:"release,omitempty"`
+}
+
+// Status is everything `sealift status` shows.
+type Status struct {
+	Backend string          `json:"boot_backend"`
+	Running bootloader.Slot `json:"running,omitempty"`
+	// Simulated is true when Running comes from a simulated boot of an
+	// image rather than from the kernel.
+	Simulated bool                `json:"running_simulated,omitempty"`
+	Slots     []SlotStatus        `json:"slots"`
+	NextBoot  bootloader.Decision `json:"next_boot"`
+	Pending   *state.Pending      `json:"pending,omitempty"`
+	Last      *state.Outcome      `json:"last,omitempty"`
+	// Notes explain states that need attention, in plain words.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Status reads flags and state afresh and describes them.
+func (u *Updater) Status() (*Status, error) {
+	st, err := u.State.Load()
+	if err != nil {
+		return nil, err
+	}
+	flags, err := u.Boot.Load()
+	if err != nil {
+		return nil, fmt.Errorf("read boot flags: %w", err)
+	}
+	running, ok, err := u.running(st)
+	if err != nil {
+		return nil, err
+	}
+	s := &Status{Backend: u.Boot.Name(), Pending: st.Pending, Last: st.Last, NextBoot: u.Boot.Simulate(flags)}
+	if ok {
+		s.Running = running
+		s.Simulated = u.Runtime == nil
+	}
+	for _, sl := range bootloader.Slots {
+		s.Slots = append(s.Slots, SlotStatus{
+			Slot: sl, Flags: flags[sl], Bootable: flags[sl].Bootable(),
+			Running: ok && sl == running, Record: st.Slots[sl],
+		})
+	}
+	if p := st.Pending; p != nil {
+		switch {
+		case p.Phase == state.PhaseWriting:
+			s.Notes = append(s.Notes, fmt.Sprintf("the update to %s was interrupted while writing slot %s; the slot is not bootable. Install again, or 'sealift cancel' to forget it", p.Version, p.Slot))
+		case p.Phase == state.PhaseTrial && ok && running == p.Slot:
+			s.Notes = append(s.Notes, fmt.Sprintf("running %s in slot %s on trial: 'sealift mark-good' keeps it, otherwise the bootloader falls back", p.Version, p.Slot))
+		case p.Phase == state.PhaseTrial:
+			s.Notes = append(s.Notes, fmt.Sprintf("%s in slot %s is staged; it is tried at the next boot ('sealift cancel' undoes that)", p.Version, p.Slot))
+		}
+	}
+	if s.NextBoot.Slot == "" {
+		s.Notes = append(s.Notes, "no slot is bootable: install a release")
+	}
+	return s, nil
+}
+
+// MarkGood records that the running slot is healthy: the bootloader keeps
+// booting it, and a pending update into it is complete.
+func (u *Updater) MarkGood() (bootloader.Slot, error) {
+	st, err := u.State.Load()
+	if err != nil {
+		return "", err
+	}
+	running, err := u.requireRunning(st)
+	if err != nil {
+		return "", err
+	}
+	if p := st.Pending; p != nil && p.Slot == running {
+		st.Last = &state.Outcome{Slot: running, Version: p.Version, Result: "good", At: u.now()}
+		st.Pending = nil
+	}
+	return running, u.transition(bootloader.MarkGood(running), st)
+}
+
+// MarkBad records that the running slot failed, so the next boot falls
+// back to the other slot.
+func (u *Updater) MarkBad(reason string) (bootloader.Slot, error) {
+	st, err := u.State.Load()
+	if err != nil {
+		return "", err
+	}
+	running, err := u.requireRunning(st)
+	if err != nil {
+		return "", err
+	}
+	ver := ""
+	if r := st.Slots[running]; r != nil {
+		ver = r.Version
+	}
+	st.Last = &state.Outcome{Slot: running, Version: ver, Result: "marked-bad", Reason: reason, At: u.now()}
+	return running, u.transition(bootloader.MarkBad(running), st)
+}
+
+// Rollback makes the other slot, which must have booted successfully
+// before, the next boot target. The running slot stays as its fallback.
+func (u *Updater) Rollback() (bootloader.Slot, error) {
+	st, err := u.State.Load()
+	if err != nil {
+		return "", err
+	}
+	running, err := u.requireRunning(st)
+	if err != nil {
+		return "", err
+	}
+	to := running.Other()
+	ver := ""
+	if r := st.Slots[to]; r != nil {
+		ver = r.Version
+	}
+	if st.Pending != nil && st.Pending.Slot == to {
+		// Rolling back onto a slot that holds an unfinished update would
+		// boot it untested; Rollback below refuses a non-successful slot.
+		st.Pending = nil
+	}
+	st.Last = &state.Outcome{Slot: to, Version: ver, Result: "rolled-back", Reason: "operator rollback from slot " + string(running), At: u.now()}
+	return to, u.transition(bootloader.Rollback(running), st)
+}
+
+// Cancel undoes a staged update that has not been booted: its slot becomes
+// unbootable again. An update interrupted while writing is forgotten.
+func (u *Updater) Cancel() (*state.Pending, error) {
+	st, err := u.State.Load()
+	if err != nil {
+		return nil, err
+	}
+	p := st.Pending
+	if p == nil {
+		return nil, ErrNoPending
+	}
+	if r, ok, err := u.running(st); err != nil {
+		return nil, err
+	} else if ok && r == p.Slot {
+		return nil, fmt.Errorf("the update to %s is already running in slot %s: use 'sealift mark-bad' or 'sealift rollback'", p.Version, p.Slot)
+	}
+	st.Pending = nil
+	st.Last = &state.Outcome{Slot: p.Slot, Version: p.Version, Result: "cancelled", At: u.now()}
+	delete(st.Slots, p.Slot)
+	// Clear works from any phase: a half-written slot is already clear,
+	// a staged one becomes so. Either way the other slot is untouched.
+	return p, u.transition(bootloader.Clear(p.Slot), st)
+}
+
+// SimulateBoot returns what the bootloader would do at the next boot. With
+// apply it also writes the flags the bootloader leaves behind and records
+// the chosen slot as running; that is only allowed on a disk that is not
+// booted, where it stands in for a real reboot.
+func (u *Updater) SimulateBoot(apply bool) (bootloader.Decision, error) {
+	flags, err := u.Boot.Load()
+	if err != nil {
+		return bootloader.Decision{}, fmt.Errorf("read boot flags: %w", err)
+	}
+	d := u.Boot.Simulate(flags)
+	if !apply {
+		return d, nil
+	}
+	if u.Runtime != nil {
+		return d, fmt.Errorf("%w: refusing to simulate a boot on the disk of the running system", ErrBadInput)
+	}
+	if d.Slot == "" {
+		return d, fmt.Errorf("no bootable slot: %w", bootloader.ErrNotBootable)
+	}
+	st, err := u.State.Load()
+	if err != nil {
+		return d, err
+	}
+	st.SimulatedRunning = d.Slot
+	after := d.After
+	return d, u.transition(func(bootloader.Flags) (bootloader.Flags, error) { return after, nil }, st)
+}

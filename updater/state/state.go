@@ -1,0 +1,134 @@
+// Package state persists what sealift knows beyond the boot flags: what each
+// slot holds, the update in flight, and failed releases. Every change is a
+// whole-file replacement through temp file, fsync, rename and directory
+// fsync, so a power cut leaves the old or the new state, never a mix.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"sealift/bootloader"
+)
+
+// FileName is the state file inside the state directory.
+const FileName = "state.json"
+
+// SchemaVersion is bumped on incompatible changes of State.
+const SchemaVersion = 1
+
+// Verity holds the dm-verity parameters of a slot's image.
+type Verity struct {
+	RootHash   string `json:"root_hash"`
+	Salt       string `json:"salt"`
+	DataBlocks uint64 `json:"data_blocks"`
+	HashOffset uint64 `json:"hash_offset"`
+}
+
+// SlotRecord describes the release a slot holds.
+type SlotRecord struct {
+	Version     string    `json:"version"`
+	ImageDigest string    `json:"image_digest"`
+	ImageSize   int64     `json:"image_size"`
+	Verity      Verity    `json:"verity"`
+	InstalledAt time.Time `json:"installed_at"`
+}
+
+// Phase of the update in flight.
+type Phase string
+
+const (
+	// PhaseWriting: the target slot is unbootable and being written.
+	PhaseWriting Phase = "writing"
+	// PhaseTrial: the flags were flipped; the next boot tries the target.
+	PhaseTrial Phase = "trial"
+)
+
+// Pending is the update in flight.
+type Pending struct {
+	Slot      bootloader.Slot `json:"slot"`
+	Version   string          `json:"version"`
+	Phase     Phase           `json:"phase"`
+	StartedAt time.Time       `json:"started_at"`
+	UpdatedAt time.Time       `json:"updated_at"`
+}
+
+// Outcome records how the last update ended, for status and support.
+type Outcome struct {
+	Slot    bootloader.Slot `json:"slot"`
+	Version string          `json:"version"`
+	Result  string          `json:"result"` // good, cancelled, rolled-back, interrupted
+	Reason  string          `json:"reason,omitempty"`
+	At      time.Time       `json:"at"`
+}
+
+// State is the whole persisted state.
+type State struct {
+	Schema int                             `json:"schema"`
+	Slots  map[bootloader.Slot]*SlotRecord `json:"slots"`
+	// Pending is nil when no update is in flight.
+	Pending *Pending `json:"pending,omitempty"`
+	// Last is how the most recent update or rollback ended.
+	Last *Outcome `json:"last,omitempty"`
+	// SimulatedRunning is, for a disk image that is not booted, the slot the
+	// last simulated boot chose. A booted system learns its slot from the
+	// kernel command line instead.
+	SimulatedRunning bootloader.Slot `json:"simulated_running,omitempty"`
+}
+
+// New returns an empty state.
+func New() *State {
+	return &State{Schema: SchemaVersion, Slots: map[bootloader.Slot]*SlotRecord{}}
+}
+
+// Store loads and saves State.
+type Store interface {
+	Load() (*State, error)
+	Save(*State) error
+}
+
+// Dir stores state.json in a directory.
+type Dir string
+
+// Load returns the saved state, or an empty one if none was saved yet.
+func (d Dir) Load() (*State, error) {
+	p := filepath.Join(string(d), FileName)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return New(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	s := New()
+	if err := json.Unmarshal(b, s); err != nil {
+		return nil, fmt.Errorf("state file %s is corrupt: %w", p, err)
+	}
+	if s.Schema != SchemaVersion {
+		return nil, fmt.Errorf("state file %s has schema %d, this sealift knows %d", p, s.Schema, SchemaVersion)
+	}
+	if s.Slots == nil {
+		s.Slots = map[bootloader.Slot]*SlotRecord{}
+	}
+	return s, nil
+}
+
+// Save replaces the state file crash-safely.
+func (d Dir) Save(s *State) error {
+	if err := os.MkdirAll(string(d), 0o755); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := bootloader.WriteFileAtomic(filepath.Join(string(d), FileName), append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	return nil
+}
