@@ -57,6 +57,13 @@ func (u *Updater) Status() (*Status, error) {
 		})
 	}
 	if p := st.Pending; p != nil {
+		if p.Phase == state.PhaseWriting && flags[p.Slot].Bootable() {
+			// The flip happened but recording it did not: the flags are
+			// the truth.
+			cp := *p
+			cp.Phase = state.PhaseTrial
+			p, s.Pending = &cp, &cp
+		}
 		switch {
 		case p.Phase == state.PhaseWriting:
 			s.Notes = append(s.Notes, fmt.Sprintf("the update to %s was interrupted while writing slot %s; the slot is not bootable. Install again, or 'sealift cancel' to forget it", p.Version, p.Slot))
