@@ -61,8 +61,8 @@ func (m *memDevice) WriteAt(p []byte, off int64) (int, error) {
 	return copy(m.data[off:], p), nil
 }
 
-func (m *memDevice) Size() int64 { return int64(len(m.data)) }
-func (m *memDevice) Sync() error { return m.f.tick("slot fsync") }
+func (m *memDevice) Size() int64  { return int64(len(m.data)) }
+func (m *memDevice) Sync() error  { return m.f.tick("slot fsync") }
 func (m *memDevice) Close() error { return nil }
 
 // memDisk has two in-memory slots and an ESP in a directory.

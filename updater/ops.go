@@ -9,11 +9,11 @@ import (
 
 // SlotStatus is one slot as status shows it.
 type SlotStatus struct {
-	Slot     bootloader.Slot       `json:"slot"`
-	Flags    bootloader.SlotFlags  `json:"flags"`
-	Bootable bool                  `json:"bootable"`
-	Running  bool                  `json:"running"`
-	Record   *state.SlotRecord     `json:"release,omitempty"`
+	Slot     bootloader.Slot      `json:"slot"`
+	Flags    bootloader.SlotFlags `json:"flags"`
+	Bootable bool                 `json:"bootable"`
+	Running  bool                 `json:"running"`
+	Record   *state.SlotRecord    `json:"release,omitempty"`
 }
 
 // Status is everything `sealift status` shows.
