@@ -10,15 +10,13 @@ import (
 	"sync/atomic"
 )
 
-const (
-	// chunkSize is how much one read takes from the device. Big reads keep
-	// the per-syscall cost and the channel traffic negligible next to
-	// hashing, while a handful of them in flight stays a few MiB.
-	chunkSize = 2 << 20
-	// extraBuffers is how many chunks beyond one per worker may be read
-	// ahead, so a worker finishing its chunk finds the next one waiting.
-	extraBuffers = 2
-)
+// chunkSize is how much one read takes from the device. 1 MiB reads keep
+// the per-syscall cost negligible and give the kernel large requests on a
+// cold device, yet still fit in a core's L2 cache, so the data is hashed
+// while the copy the read made is hot: measured on a 1 GiB file in page
+// cache, 1 MiB with the reading done by the hashing goroutine was ~20%
+// faster than 2 MiB chunks handed from one reader goroutine to hashers.
+const chunkSize = 1 << 20
 
 func defaultWorkers(workers int) int {
 	if workers <= 0 {
@@ -33,69 +31,45 @@ type chunk struct {
 	buf   []byte
 }
 
-// scanData reads data blocks [0,n) of dev from byte 0 in big sequential
-// reads on one goroutine, and hands the chunks to workers goroutines,
-// each calling fn with its own hasher. A dedicated reader keeps the reads
-// strictly sequential (best for readahead on a cold device) while the
-// workers hash, and a fixed set of buffers bounds memory. The first error
-// stops the scan and is returned.
+// scanData reads data blocks [0,n) of dev from byte 0 in chunkSize reads
+// and calls fn on each chunk from workers goroutines, each with its own
+// hasher and one reused buffer. Each goroutine reads the next chunk in
+// order and hashes it itself: reads of one worker overlap the hashing of
+// the others, the device still sees nearly sequential reads (and kernel
+// readahead keeps I/O going while a lone worker hashes), and memory stays
+// at one chunk per worker. The first error stops the scan and is returned.
 func scanData(dev io.ReaderAt, n uint64, workers int, salt []byte, fn func(hs *hasher, c chunk) error) error {
 	chunkBlocks := uint64(chunkSize / BlockSize)
-	nChunks := (n + chunkBlocks - 1) / chunkBlocks
-	workers = int(min(uint64(workers), nChunks))
-	bufSize := min(chunkBlocks, n) * BlockSize
-
-	free := make(chan []byte, workers+extraBuffers)
-	for range workers + extraBuffers {
-		free <- make([]byte, bufSize)
-	}
-	work := make(chan chunk, workers+extraBuffers)
-	stop := make(chan struct{})
+	workers = int(min(uint64(workers), (n+chunkBlocks-1)/chunkBlocks))
 	var (
+		next     atomic.Uint64 // first block of the next unclaimed chunk
+		failed   atomic.Bool
 		once     sync.Once
 		firstErr error
+		wg       sync.WaitGroup
 	)
-	fail := func(err error) {
-		once.Do(func() {
-			firstErr = err
-			close(stop)
-		})
-	}
-
-	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			hs := newHasher(salt)
-			for c := range work {
-				select {
-				case <-stop: // drain without hashing
-				default:
-					if err := fn(hs, c); err != nil {
-						fail(err)
-					}
+			buf := make([]byte, min(chunkBlocks, n)*BlockSize)
+			for !failed.Load() {
+				first := next.Add(chunkBlocks) - chunkBlocks
+				if first >= n {
+					return
 				}
-				free <- c.buf[:cap(c.buf)]
+				c := chunk{first: first, buf: buf[:min(chunkBlocks, n-first)*BlockSize]}
+				err := readFull(dev, c.buf, int64(first*BlockSize), "data")
+				if err == nil {
+					err = fn(hs, c)
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					failed.Store(true)
+					return
+				}
 			}
 		})
 	}
-
-	// Reader: the calling goroutine.
-read:
-	for first := uint64(0); first < n; first += chunkBlocks {
-		var buf []byte
-		select {
-		case buf = <-free:
-		case <-stop:
-			break read
-		}
-		buf = buf[:min(chunkBlocks, n-first)*BlockSize]
-		if err := readFull(dev, buf, int64(first*BlockSize), "data"); err != nil {
-			fail(err)
-			break
-		}
-		work <- chunk{first: first, buf: buf}
-	}
-	close(work)
 	wg.Wait()
 	return firstErr
 }
