@@ -56,7 +56,10 @@ func NewBuilder(p Params) (*Builder, error) {
 func (b *Builder) Params() Params { return b.p }
 
 // Add hashes the data blocks in p, which start at data block firstBlock.
-// len(p) must be a multiple of BlockSize. p is not retained.
+// len(p) must be a multiple of BlockSize. p is not retained. The hashing
+// runs on the calling goroutine, so a pipeline gets parallelism by adding
+// from several goroutines; per-goroutine hash states are pooled, so Add
+// does not allocate per call.
 func (b *Builder) Add(firstBlock uint64, p []byte) error {
 	hs := b.hashers.Get().(*hasher)
 	err := b.add(hs, firstBlock, p)
