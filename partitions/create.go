@@ -1,6 +1,7 @@
 package partitions
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -210,7 +211,7 @@ func (h host) createImage(path string, o CreateOptions, l Layout, isNew bool) (e
 	if err := writeTable(f, newSize, p); err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
-	if err := formatESP(f, p.esp[0], p.esp[1], p.sectorSize); err != nil {
+	if err := formatESP(f, p.esp[0], p.esp[1], p.sectorSize, p.esp[0]/p.sectorSize); err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	if err := formatState(f, p.state[0], p.state[1]); err != nil {
@@ -325,7 +326,7 @@ func (h host) createDevice(path string, o CreateOptions, l Layout) error {
 		}
 		return pf.Sync()
 	}
-	if err := format(IndexESP, func(pf *os.File) error { return formatESP(pf, 0, p.esp[1], p.sectorSize) }); err != nil {
+	if err := format(IndexESP, func(pf *os.File) error { return formatESP(pf, 0, p.esp[1], p.sectorSize, p.esp[0]/p.sectorSize) }); err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	if err := format(IndexState, func(pf *os.File) error { return formatState(pf, 0, p.state[1]) }); err != nil {
@@ -407,10 +408,23 @@ func writeTable(f *os.File, size int64, p plan) error {
 }
 
 // formatESP makes the FAT32 filesystem with go-diskfs and then fills in
-// the FSInfo free count it leaves "unknown" (which fsck.vfat reports).
-func formatESP(f *os.File, start, size, sectorSize int64) error {
+// what it leaves out: the FSInfo free count (left "unknown", which
+// fsck.vfat reports) and the hidden-sectors field, which by convention
+// (mkfs.fat, Windows) holds the partition's first LBA.
+func formatESP(f *os.File, start, size, sectorSize, firstLBA int64) error {
 	if _, err := diskfsfat32.Create(file.New(f, false), size, start, sectorSize, ESPVolumeLabel, false); err != nil {
 		return fmt.Errorf("format ESP (FAT32): %w", err)
+	}
+	hidden := make([]byte, 4)
+	binary.LittleEndian.PutUint32(hidden, uint32(firstLBA))
+	backup := make([]byte, 2)
+	if _, err := f.ReadAt(backup, start+50); err != nil {
+		return fmt.Errorf("format ESP: %w", err)
+	}
+	for _, sec := range []int64{0, int64(binary.LittleEndian.Uint16(backup))} {
+		if _, err := f.WriteAt(hidden, start+sec*sectorSize+28); err != nil {
+			return fmt.Errorf("format ESP: %w", err)
+		}
 	}
 	v, err := loadFAT32(region{f: f, base: start, size: size})
 	if err != nil {

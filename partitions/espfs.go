@@ -159,24 +159,34 @@ func (e *espFS) WriteFile(name string, data []byte) error {
 	if base == "" {
 		return &iofs.PathError{Op: "write", Path: name, Err: iofs.ErrInvalid}
 	}
-	tmp := path.Join(dir, "."+base+".tmp")
+	tmpName := "." + base + ".tmp"
+	tmp := path.Join(dir, tmpName)
+	if err := validName(base); err != nil {
+		return err
+	}
+	if err := validName(tmpName); err != nil {
+		return err
+	}
 	return e.do(true, func(v *fat32) error {
 		d, _, err := v.parent("write", tmp)
 		if err != nil {
 			return err
 		}
-		if old := d.lookup("." + base + ".tmp"); old != nil {
+		if old := d.lookup(tmpName); old != nil {
 			if err := v.removeEntry(d, old); err != nil {
 				return err
 			}
 		}
-		if err := v.createFile(d, "."+base+".tmp", data); err != nil {
+		if err := v.createFile(d, tmpName, data); err != nil {
 			return fmt.Errorf("write %s on ESP: %w", name, err)
 		}
 		if err := v.sync(); err != nil {
 			return err
 		}
-		return v.rename(tmp, name)
+		if err := v.rename(tmp, name); err != nil {
+			return errors.Join(err, v.remove(tmp))
+		}
+		return nil
 	})
 }
 

@@ -929,6 +929,9 @@ func (fs *fat32) createFile(d *fatDir, name string, data []byte) error {
 	if int64(len(data)) > 0xFFFFFFFF {
 		return fmt.Errorf("%s: %d bytes is more than FAT can hold in one file", name, len(data))
 	}
+	if err := validName(name); err != nil {
+		return err
+	}
 	chain, err := fs.alloc(fs.clustersFor(int64(len(data))))
 	if err != nil {
 		return err
@@ -947,7 +950,10 @@ func (fs *fat32) createFile(d *fatDir, name string, data []byte) error {
 	if len(chain) > 0 {
 		first = chain[0]
 	}
-	return fs.addEntry(d, name, attrArchive, first, uint32(len(data)), nil)
+	if err := fs.addEntry(d, name, attrArchive, first, uint32(len(data)), nil); err != nil {
+		return fs.undoAlloc(chain, err)
+	}
+	return nil
 }
 
 // removeEntry deletes an entry and frees its clusters, in that order, so
@@ -1045,7 +1051,10 @@ func (fs *fat32) mkdir(parent *fatDir, name string) error {
 	if err := fs.sync(); err != nil {
 		return err
 	}
-	return fs.addEntry(parent, name, attrDirectory, chain[0], 0, nil)
+	if err := fs.addEntry(parent, name, attrDirectory, chain[0], 0, nil); err != nil {
+		return fs.undoAlloc(chain, err)
+	}
+	return nil
 }
 
 // rename moves oldp to newp, replacing newp if it is a file.
@@ -1152,6 +1161,16 @@ func (fs *fat32) setDotDot(dirCluster, parentCluster uint32) error {
 		}
 	}
 	return nil
+}
+
+// undoAlloc frees the clusters of an entry that could not be created, so
+// a failed operation does not leave lost clusters behind.
+func (fs *fat32) undoAlloc(chain []uint32, cause error) error {
+	fs.release(chain)
+	if err := fs.flushFAT(); err != nil {
+		return errors.Join(cause, err)
+	}
+	return cause
 }
 
 func (fs *fat32) sync() error {
