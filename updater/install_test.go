@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"sealift/bootloader"
+	"sealift/bootloader/grubenv"
 	"sealift/updater/state"
 )
 
@@ -21,6 +22,9 @@ var backends = []struct {
 	make func(esp bootloader.FS) (bootloader.Backend, error)
 }{
 	{"memory", func(bootloader.FS) (bootloader.Backend, error) { return newMemBackend(), nil }},
+	{"grubenv", func(esp bootloader.FS) (bootloader.Backend, error) {
+		return grubenv.New(esp), grubenv.Install(esp, bootloader.Flags{bootloader.SlotA: {}, bootloader.SlotB: {}})
+	}},
 }
 
 type rig struct {
