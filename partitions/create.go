@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/ext4"
@@ -303,9 +304,8 @@ func (h host) createDevice(path string, o CreateOptions, l Layout) error {
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("create %s: sync: %w", path, err)
 	}
-	// Allowed from this descriptor because it holds the exclusive claim.
-	if _, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKRRPART); err != nil {
-		return fmt.Errorf("create %s: the kernel did not re-read the new partition table: %w", path, err)
+	if err := h.syncKernelTable(f, bd.name, p); err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
 	}
 	nodes := map[int]string{}
 	for _, idx := range []int{IndexESP, IndexState} {
@@ -333,6 +333,46 @@ func (h host) createDevice(path string, o CreateOptions, l Layout) error {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	return h.check(path)
+}
+
+// syncKernelTable makes the kernel's partitions of the disk those of the
+// plan. BLKRRPART lets the kernel parse the new GPT itself (allowed from
+// this descriptor because it holds the exclusive claim). Where that is
+// refused, or the kernel cannot parse GPT, BLKPG removes and adds
+// partitions one by one, as partx and parted do.
+func (h host) syncKernelTable(f *os.File, disk string, p plan) error {
+	fd := int(f.Fd())
+	_, rrErr := unix.IoctlGetInt(fd, unix.BLKRRPART)
+	want := map[int][2]int64{IndexESP: p.esp, IndexRootA: p.rootA, IndexRootB: p.rootB, IndexState: p.state}
+	have, err := h.partitionsOf(disk)
+	if err != nil {
+		return err
+	}
+	for n, kp := range have {
+		if w, ok := want[n]; ok && kp.start == w[0] && kp.size == w[1] {
+			delete(want, n)
+			continue
+		}
+		if err := blkpg(fd, unix.BLKPG_DEL_PARTITION, n, 0, 0); err != nil {
+			return fmt.Errorf("the kernel keeps its old partition %d (BLKRRPART: %v; BLKPG: %w)", n, rrErr, err)
+		}
+	}
+	for n, w := range want {
+		if err := blkpg(fd, unix.BLKPG_ADD_PARTITION, n, w[0], w[1]); err != nil {
+			return fmt.Errorf("the kernel does not take partition %d (BLKRRPART: %v; BLKPG: %w)", n, rrErr, err)
+		}
+	}
+	return nil
+}
+
+func blkpg(fd, op, n int, start, length int64) error {
+	part := unix.BlkpgPartition{Start: start, Length: length, Pno: int32(n)}
+	arg := unix.BlkpgIoctlArg{Op: int32(op), Datalen: int32(unsafe.Sizeof(part)), Data: (*byte)(unsafe.Pointer(&part))}
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.BLKPG, uintptr(unsafe.Pointer(&arg)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // check opens the new disk the way every later command will.

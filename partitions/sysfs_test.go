@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"sealift/bootloader"
 )
 
 // fakeHost builds a sysfs, /dev and mountinfo in a temp dir.
@@ -203,5 +205,70 @@ func TestUsage(t *testing.T) {
 	}
 	if use, _ := f.h.usage(devs[2:3]); len(use) != 0 {
 		t.Errorf("sdc2 reported in use: %v", use)
+	}
+}
+
+// ESPFS goes through a mount of the ESP when there is one: found by device
+// number for a disk, through loop devices for an image.
+func TestESPMountPoint(t *testing.T) {
+	img := newDisk(t)
+	real := openDisk(t, img, false)
+	esp := real.ESP()
+
+	f := newFakeHost(t)
+	f.disk("sdc", devNum{8, 32}, map[int]string{1: "sdc1", 4: "sdc4"})
+	// A loop device over the image's ESP, and one over the whole image
+	// with partitions.
+	f.disk("loop3", devNum{7, 3}, nil)
+	f.write("sys/devices/pci0000:00/block/loop3/loop/backing_file", img)
+	f.write("sys/devices/pci0000:00/block/loop3/loop/offset", fmt.Sprint(esp.Start))
+	f.disk("loop4", devNum{7, 4}, map[int]string{1: "loop4p1"})
+	f.write("sys/devices/pci0000:00/block/loop4/loop/backing_file", img)
+	f.write("sys/devices/pci0000:00/block/loop4/loop/offset", "0")
+	f.write("sys/devices/pci0000:00/block/loop4/loop4p1/start", fmt.Sprint(esp.Start/512))
+
+	disk := &Disk{path: "/dev/sdc", f: real.f, blockDev: &blockDev{name: "sdc", dev: devNum{8, 32}}, parts: real.parts, host: f.h}
+	image := &Disk{path: img, f: real.f, parts: real.parts, host: f.h}
+	for _, tc := range []struct {
+		name   string
+		d      *Disk
+		mounts []string
+		want   string
+		err    error
+	}{
+		{"disk, nothing mounted", disk, []string{mountLine(20, "8:36", "/", "/var", "ext4", "/dev/sdc4")}, "", nil},
+		{"disk, ESP mounted", disk, []string{mountLine(20, "8:33", "/", "/boot/efi", "vfat", "/dev/sdc1")}, "/boot/efi", nil},
+		{"disk, ESP mounted twice, one a bind of a subdir", disk, []string{
+			mountLine(20, "8:33", "/EFI", "/efi-sub", "vfat", "/dev/sdc1"),
+			mountLine(21, "8:33", "/", "/efi", "vfat", "/dev/sdc1"),
+		}, "/efi", nil},
+		{"disk, only a subdir of the ESP mounted", disk, []string{mountLine(20, "8:33", "/EFI", "/efi-sub", "vfat", "/dev/sdc1")}, "", ErrMounted},
+		{"image, loop over the ESP mounted", image, []string{mountLine(20, "7:3", "/", "/mnt/esp", "vfat", "/dev/loop3")}, "/mnt/esp", nil},
+		{"image, partition of a whole-image loop mounted", image, []string{mountLine(20, "7:5", "/", "/mnt/p1", "vfat", "/dev/loop4p1")}, "/mnt/p1", nil},
+		{"image, nothing mounted", image, []string{mountLine(20, "8:1", "/", "/", "ext4", "/dev/sda1")}, "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.mounts(tc.mounts...)
+			got, err := tc.d.espMountPoint()
+			if tc.err != nil {
+				wantErr(t, err, tc.err)
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("espMountPoint: %q, %v; want %q", got, err, tc.want)
+			}
+			if tc.want != "" {
+				fs, err := tc.d.ESPFS()
+				if err != nil || fs != bootloader.DirFS(tc.want) {
+					t.Errorf("ESPFS: %#v, %v", fs, err)
+				}
+			}
+		})
+	}
+	// The image is in use for Create while any of that is mounted.
+	fi, _ := os.Stat(img)
+	f.mounts(mountLine(20, "7:5", "/", "/mnt/p1", "vfat", "/dev/loop4p1"))
+	if use, err := f.h.imageUsage(fi); err != nil || len(use) != 1 || use[0] != "loop4p1 is mounted on /mnt/p1" {
+		t.Errorf("imageUsage: %q, %v", use, err)
 	}
 }
