@@ -186,9 +186,17 @@ func discover(path string, t *gptTable) (map[role]Part, error) {
 	if a.Size != b.Size {
 		return nil, fmt.Errorf("disk %s: ROOT-A is %d bytes but ROOT-B is %d bytes: %w", path, a.Size, b.Size, ErrSlotSizeMismatch)
 	}
-	for r, p := range found {
-		if p.Start%SectorSize != 0 || p.Size%SectorSize != 0 || p.End() > int64(t.hdr.lastUsable+1)*t.sectorSize {
-			return nil, fmt.Errorf("disk %s: %s partition lies outside the usable area", path, r.label)
+	for _, r := range roles {
+		p := found[r]
+		if p.Start < int64(t.hdr.firstUsable)*t.sectorSize || p.End() > int64(t.hdr.lastUsable+1)*t.sectorSize {
+			return nil, fmt.Errorf("disk %s: %s lies outside the usable area of the GPT: %w", path, p, ErrUnknownDisk)
+		}
+		// Overlapping slots would make writing one corrupt the other.
+		for _, e := range t.parsed {
+			s, end := int64(e.firstLBA)*t.sectorSize, int64(e.lastLBA+1)*t.sectorSize
+			if e.index != p.Index && s < p.End() && p.Start < end {
+				return nil, fmt.Errorf("disk %s: %s overlaps partition %d: %w", path, p, e.index, ErrUnknownDisk)
+			}
 		}
 	}
 	return found, nil

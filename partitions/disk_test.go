@@ -221,6 +221,8 @@ func TestOpenDiscoveryErrors(t *testing.T) {
 			ErrSlotSizeMismatch, []string{"ROOT-A is 16777216 bytes but ROOT-B is 8388608 bytes"}},
 		{"labels swapped types", mod(func(p []testPart) []testPart { p[0].label, p[3].label = LabelState, LabelESP; return p }),
 			ErrMissingSlot, []string{"no EFI-SYSTEM partition", "no STATE partition"}},
+		{"slots overlap", mod(func(p []testPart) []testPart { p[2].startMiB = 50; return p }),
+			ErrUnknownDisk, []string{"partition 2 (ROOT-A) overlaps partition 3"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var p string

@@ -812,10 +812,14 @@ func (fs *fat32) growDir(d *fatDir, need int) error {
 	if d.slots()+int(n)*per > maxDirEntries {
 		return fmt.Errorf("ESP directory is full (%d entries)", maxDirEntries)
 	}
-	// Whatever follows the end marker is free; zero it in memory so the
-	// new clusters continue the free area.
-	for i := d.end; i < d.slots(); i++ {
-		clear(d.slot(i))
+	// Whatever follows the end marker is free. Zero it, on disk too if
+	// another writer left bytes there, so that once entries fill the old
+	// end nothing stale is read as an entry.
+	if d.end < d.slots() && !isZero(d.data[d.end*dirEntrySize:]) {
+		clear(d.data[d.end*dirEntrySize:])
+		if err := fs.writeSlots(d, d.end, d.slots()); err != nil {
+			return err
+		}
 	}
 	added, err := fs.alloc(n)
 	if err != nil {
@@ -1135,6 +1139,7 @@ func (fs *fat32) replace(od *fatDir, oe *fatEntry, nd *fatDir, ne *fatEntry) err
 			if err := fs.deleteEntry(od, e); err != nil {
 				return err
 			}
+			break
 		}
 	}
 	if err := fs.sync(); err != nil {
