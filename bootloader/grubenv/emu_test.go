@@ -19,28 +19,15 @@ import (
 // The tests in this file run the generated grub.cfg in GRUB itself:
 // grub-emu (Debian package grub-emu) is GRUB's script interpreter, load_env
 // and save_env built for user space, reading and writing a FAT image built
-// with dosfstools and mtools. They are optional (the brief requires only
-// grub-editenv and grub-script-check), so a missing tool skips them even in
-// CI; where the tools exist they prove that Simulate is what GRUB does.
+// with dosfstools and mtools. Where the tools exist they prove that Simulate
+// is what GRUB does; CI installs them, so there a missing tool fails.
 
 // emuTools returns the paths of the tools, or skips the test.
 func emuTools(t *testing.T) map[string]string {
 	t.Helper()
 	paths := map[string]string{}
 	for _, name := range []string{"grub-emu", "mkfs.vfat", "mmd", "mcopy", "mdel"} {
-		p, err := exec.LookPath(name)
-		if err != nil {
-			for _, dir := range []string{"/usr/sbin", "/sbin"} {
-				if _, serr := os.Stat(filepath.Join(dir, name)); serr == nil {
-					p, err = filepath.Join(dir, name), nil
-					break
-				}
-			}
-		}
-		if err != nil {
-			t.Skipf("%s not installed (packages grub-emu, dosfstools, mtools)", name)
-		}
-		paths[name] = p
+		paths[name] = testutil.RequireTool(t, name)
 	}
 	return paths
 }
