@@ -5,7 +5,6 @@ import (
 	"fmt"
 	iofs "io/fs"
 	"os"
-	"path"
 
 	"sealift/bootloader"
 )
@@ -155,39 +154,7 @@ func (e *espFS) ReadFile(name string) ([]byte, error) {
 // new one (and at worst a stray temporary file or lost clusters that fsck
 // reclaims).
 func (e *espFS) WriteFile(name string, data []byte) error {
-	dir, base := path.Split(path.Clean("/" + name))
-	if base == "" {
-		return &iofs.PathError{Op: "write", Path: name, Err: iofs.ErrInvalid}
-	}
-	tmpName := "." + base + ".tmp"
-	tmp := path.Join(dir, tmpName)
-	if err := validName(base); err != nil {
-		return err
-	}
-	if err := validName(tmpName); err != nil {
-		return err
-	}
-	return e.do(true, func(v *fat32) error {
-		d, _, err := v.parent("write", tmp)
-		if err != nil {
-			return err
-		}
-		if old := d.lookup(tmpName); old != nil {
-			if err := v.removeEntry(d, old); err != nil {
-				return err
-			}
-		}
-		if err := v.createFile(d, tmpName, data); err != nil {
-			return fmt.Errorf("write %s on ESP: %w", name, err)
-		}
-		if err := v.sync(); err != nil {
-			return err
-		}
-		if err := v.rename(tmp, name); err != nil {
-			return errors.Join(err, v.remove(tmp))
-		}
-		return nil
-	})
+	return e.do(true, func(v *fat32) error { return v.writeFileAtomic(name, data) })
 }
 
 func (e *espFS) Rename(oldname, newname string) error {

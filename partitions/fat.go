@@ -1,12 +1,13 @@
 package partitions
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	iofs "io/fs"
 	"math/bits"
-	"os"
 	"path"
 	"sort"
 	"strings"
@@ -56,9 +57,17 @@ const (
 // ErrESPFull is returned when the ESP has too few free clusters.
 var ErrESPFull = errors.New("no space left on the ESP")
 
+// blockFile is what the filesystem lives on: an *os.File in use, a
+// fault-injecting file in tests.
+type blockFile interface {
+	io.ReaderAt
+	io.WriterAt
+	Sync() error
+}
+
 // region is a byte range of a file or device the filesystem lives in.
 type region struct {
-	f    *os.File
+	f    blockFile
 	base int64
 	size int64
 }
@@ -967,6 +976,13 @@ func (fs *fat32) removeEntry(d *fatDir, e *fatEntry) error {
 	if err != nil {
 		return err
 	}
+	// A rename cut short by a crash can leave two names for one file:
+	// removing one name must not free the other's data.
+	for _, o := range d.entries {
+		if o != e && o.cluster == e.cluster && e.cluster != 0 && !o.isDot() {
+			chain = nil
+		}
+	}
 	if err := fs.deleteEntry(d, e); err != nil {
 		return err
 	}
@@ -1062,6 +1078,15 @@ func (fs *fat32) mkdir(parent *fatDir, name string) error {
 }
 
 // rename moves oldp to newp, replacing newp if it is a file.
+//
+// No step may leave a file that fsck would "repair" by cutting it short,
+// so a crash never leaves two entries sharing clusters where it can be
+// helped: a rename within a directory rewrites the entry in place when
+// the new name needs no more slots than the old one (the usual case, e.g.
+// systemd-boot's "+3" to "+2-1"); a replace drops the source entry before
+// repointing the target. Only a rename that must move the entry (a longer
+// name, another directory) writes the new entry before dropping the old,
+// so the file is never without a name.
 func (fs *fat32) rename(oldp, newp string) error {
 	od, oname, err := fs.parent("rename", oldp)
 	if err != nil {
@@ -1091,6 +1116,12 @@ func (fs *fat32) rename(oldp, newp string) error {
 		}
 		return fs.replace(od, oe, nd, ne)
 	}
+	if nd == od {
+		done, err := fs.renameInPlace(od, oe, nname)
+		if done || err != nil {
+			return err
+		}
+	}
 	if oe.isDir() && nd.cluster != od.cluster {
 		if err := fs.setDotDot(oe.cluster, nd.cluster); err != nil {
 			return err
@@ -1099,6 +1130,9 @@ func (fs *fat32) rename(oldp, newp string) error {
 	tail := append([]byte(nil), od.slot(oe.sfnSlot)[11:]...)
 	sfnSlot := oe.sfnSlot
 	if err := fs.addEntry(nd, nname, oe.attr, oe.cluster, oe.size, tail); err != nil {
+		return err
+	}
+	if err := fs.sync(); err != nil {
 		return err
 	}
 	// addEntry re-parsed nd (maybe od): find the old entry again by slot.
@@ -1110,15 +1144,58 @@ func (fs *fat32) rename(oldp, newp string) error {
 	return corrupt("renamed entry vanished")
 }
 
-// replace makes ne (the target) point at oe's data, then drops oe and the
-// target's old clusters. The switch is one 32-byte write.
+// renameInPlace rewrites an entry's names in its own slots when the new
+// name needs no more of them. It reports false when it does not fit.
+func (fs *fat32) renameInPlace(d *fatDir, e *fatEntry, name string) (bool, error) {
+	others := &fatDir{}
+	for _, o := range d.entries {
+		if o != e {
+			others.entries = append(others.entries, o)
+		}
+	}
+	sfn, needLFN := shortNameFor(name, others)
+	var ents [][]byte
+	if needLFN {
+		ents = lfnEntries(name, sfn)
+	}
+	se := bytes.Clone(d.slot(e.sfnSlot))
+	copy(se, sfn[:])
+	se[12] = 0 // case flags belonged to the old 8.3 name
+	ents = append(ents, se)
+	if len(ents) > e.sfnSlot-e.firstSlot+1 {
+		return false, nil
+	}
+	start := e.sfnSlot - len(ents) + 1
+	for i := e.firstSlot; i < start; i++ {
+		d.slot(i)[0] = 0xE5
+	}
+	for k, b := range ents {
+		copy(d.slot(start+k), b)
+	}
+	if err := fs.writeSlots(d, e.firstSlot, e.sfnSlot+1); err != nil {
+		return false, err
+	}
+	d.parse()
+	return true, nil
+}
+
+// replace makes ne (the target) take oe's data: oe's entry is dropped
+// first, then the target's entry is repointed at the data in one 32-byte
+// write, then the target's old clusters are freed. A crash leaves the old
+// target (and the new data as lost clusters) or the new one.
 func (fs *fat32) replace(od *fatDir, oe *fatEntry, nd *fatDir, ne *fatEntry) error {
 	oldChain, err := fs.chain(ne.cluster)
 	if err != nil {
 		return err
 	}
-	s := nd.slot(ne.sfnSlot)
-	src := od.slot(oe.sfnSlot)
+	src := bytes.Clone(od.slot(oe.sfnSlot))
+	if err := fs.deleteEntry(od, oe); err != nil {
+		return err
+	}
+	if err := fs.sync(); err != nil {
+		return err
+	}
+	s := nd.slot(ne.sfnSlot)   // slots do not move when others are deleted
 	copy(s[20:22], src[20:22]) // cluster high
 	copy(s[22:26], src[22:26]) // write time and date
 	copy(s[26:32], src[26:32]) // cluster low, size
@@ -1131,20 +1208,6 @@ func (fs *fat32) replace(od *fatDir, oe *fatEntry, nd *fatDir, ne *fatEntry) err
 		return err
 	}
 	nd.parse()
-	if nd != od {
-		od.parse()
-	}
-	for _, e := range od.entries {
-		if e.sfnSlot == oe.sfnSlot {
-			if err := fs.deleteEntry(od, e); err != nil {
-				return err
-			}
-			break
-		}
-	}
-	if err := fs.sync(); err != nil {
-		return err
-	}
 	fs.release(oldChain)
 	return fs.flushFAT()
 }
@@ -1164,6 +1227,44 @@ func (fs *fat32) setDotDot(dirCluster, parentCluster uint32) error {
 			binary.LittleEndian.PutUint16(s[26:], uint16(parentCluster))
 			return fs.writeSlots(d, e.sfnSlot, e.sfnSlot+1)
 		}
+	}
+	return nil
+}
+
+// writeFileAtomic replaces (or creates) a file: the data goes to a
+// temporary file next to it, which then replaces the target in one entry
+// write (see replace). A crash leaves the old file or the new one, and at
+// worst a stray temporary file or clusters fsck reclaims.
+func (fs *fat32) writeFileAtomic(name string, data []byte) error {
+	dir, base := path.Split(path.Clean("/" + name))
+	if base == "" {
+		return &iofs.PathError{Op: "write", Path: name, Err: iofs.ErrInvalid}
+	}
+	tmpName := "." + base + ".tmp"
+	tmp := path.Join(dir, tmpName)
+	if err := validName(base); err != nil {
+		return err
+	}
+	if err := validName(tmpName); err != nil {
+		return err
+	}
+	d, _, err := fs.parent("write", tmp)
+	if err != nil {
+		return err
+	}
+	if old := d.lookup(tmpName); old != nil { // left by a crash
+		if err := fs.removeEntry(d, old); err != nil {
+			return err
+		}
+	}
+	if err := fs.createFile(d, tmpName, data); err != nil {
+		return fmt.Errorf("write %s on ESP: %w", name, err)
+	}
+	if err := fs.sync(); err != nil {
+		return err
+	}
+	if err := fs.rename(tmp, name); err != nil {
+		return errors.Join(err, fs.remove(tmp))
 	}
 	return nil
 }
