@@ -28,6 +28,9 @@ import (
 //     entry that points at them, so a crash leaves at worst lost clusters;
 //   - replacing a file repoints the target's directory entry at the new
 //     chain in one 32-byte write, so readers see the old or the new file;
+//   - renames rewrite an entry in place where the new name fits, so a
+//     crash does not leave two names sharing clusters, which fsck would
+//     "repair" by truncating one;
 //   - both FAT copies and the FSInfo free count are kept in step;
 //   - everything is re-read from the device at each operation, so nothing
 //     is cached across calls (a bootloader may change the ESP between them).
