@@ -1,7 +1,6 @@
 package partitions
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/ext4"
-	diskfsfat32 "github.com/diskfs/go-diskfs/filesystem/fat32"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
@@ -218,9 +216,9 @@ func (h host) createImage(path string, o CreateOptions, l Layout, isNew bool) (e
 	if err := formatState(f, p.state[0], p.state[1]); err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
-	// go-diskfs writes STATE's inode tables out as zeros; giving those
-	// blocks back keeps the image as small as its content.
-	if err := digHoles(f, p.state[0], p.state[0]+p.state[1]); err != nil {
+	// Formatting writes zeros (the FATs, STATE's inode tables); giving
+	// those blocks back keeps the image as small as its content.
+	if err := digHoles(f, p.esp[0], p.state[0]+p.state[1]); err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	if err := f.Sync(); err != nil {
@@ -447,39 +445,14 @@ func writeTable(f *os.File, size int64, p plan) error {
 	return nil
 }
 
-// formatESP makes the FAT32 filesystem with go-diskfs and then fills in
-// what it leaves out: the FSInfo free count (left "unknown", which
-// fsck.vfat reports) and the hidden-sectors field, which by convention
-// (mkfs.fat, Windows) holds the partition's first LBA.
+// formatESP makes the ESP's FAT32 filesystem; firstLBA is the
+// partition's first sector on the disk, which FAT records as "hidden
+// sectors" by convention (mkfs.fat, Windows).
 func formatESP(f *os.File, start, size, sectorSize, firstLBA int64) error {
-	if _, err := diskfsfat32.Create(file.New(f, false), size, start, sectorSize, ESPVolumeLabel, false); err != nil {
-		return fmt.Errorf("format ESP (FAT32): %w", err)
-	}
-	hidden := make([]byte, 4)
-	binary.LittleEndian.PutUint32(hidden, uint32(firstLBA))
-	backup := make([]byte, 2)
-	if _, err := f.ReadAt(backup, start+50); err != nil {
+	if err := formatFAT32(region{f: f, base: start, size: size}, sectorSize, firstLBA, ESPVolumeLabel); err != nil {
 		return fmt.Errorf("format ESP: %w", err)
 	}
-	for _, sec := range []int64{0, int64(binary.LittleEndian.Uint16(backup))} {
-		if _, err := f.WriteAt(hidden, start+sec*sectorSize+28); err != nil {
-			return fmt.Errorf("format ESP: %w", err)
-		}
-	}
-	v, err := loadFAT32(region{f: f, base: start, size: size})
-	if err != nil {
-		return fmt.Errorf("format ESP: read back: %w", err)
-	}
-	for c := uint32(2); c <= v.maxCluster; c++ {
-		if v.next(c) == 0 {
-			v.nextFree = c
-			break
-		}
-	}
-	if v.fsInfoOffset == 0 {
-		return errors.New("format ESP: no FSInfo sector")
-	}
-	return v.writeFSInfo()
+	return nil
 }
 
 // formatState makes STATE's ext4 with go-diskfs. The resize inode is left

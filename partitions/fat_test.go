@@ -3,10 +3,14 @@ package partitions
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	iofs "io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"sealift/internal/testutil"
 )
 
 // overlay is a FAT device for crash tests: writes go to memory over a base
@@ -229,5 +233,55 @@ func TestFATGarbageAfterEndMarker(t *testing.T) {
 		if n == "JUNK.BIN" {
 			t.Fatalf("junk after the end marker became an entry: %q", got)
 		}
+	}
+}
+
+// The formatter makes a FAT32 that fsck.vfat passes, that maps every
+// cluster, for sizes around every boundary of the cluster size table and
+// for 4 KiB sectors.
+func TestFormatFAT32Sizes(t *testing.T) {
+	fsck := testutil.RequireTool(t, "fsck.vfat")
+	for _, tc := range []struct {
+		sizeMiB, sector int64
+	}{
+		{34, 512}, {36, 512}, {40, 512}, {64, 512}, {100, 512}, {127, 512}, {128, 512}, {129, 512},
+		{200, 512}, {260, 512}, {261, 512}, {300, 512}, {513, 512}, {300, 4096}, {1024, 4096},
+	} {
+		t.Run(fmt.Sprintf("%dMiB-%d", tc.sizeMiB, tc.sector), func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "fat.img")
+			f, err := os.Create(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			size := tc.sizeMiB * mib
+			f.Truncate(size)
+			if err := formatFAT32(region{f: f, size: size}, tc.sector, 2048, "ESP"); err != nil {
+				t.Fatal(err)
+			}
+			v, err := loadFAT32(region{f: f, size: size})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.maxCluster-1 < minFAT32Clust || v.freeCount != v.maxCluster-2 {
+				t.Errorf("%d clusters, %d free", v.maxCluster-1, v.freeCount)
+			}
+			out, err := run(fsck, "-n", p)
+			if lines := strings.Split(strings.TrimSpace(out), "\n"); err != nil || len(lines) != 2 {
+				t.Fatalf("fsck.vfat -n: %v\n%s", err, out)
+			}
+			must(t, v.mkdirAll("EFI/BOOT"))
+			must(t, v.writeFileAtomic("EFI/BOOT/BOOTX64.EFI", pattern(100_000, 1)))
+			if out, err := run(fsck, "-n", p); err != nil || len(strings.Split(strings.TrimSpace(out), "\n")) != 2 {
+				t.Fatalf("fsck.vfat -n after writing: %v\n%s", err, out)
+			}
+		})
+	}
+	p := filepath.Join(t.TempDir(), "small.img")
+	f, _ := os.Create(p)
+	defer f.Close()
+	f.Truncate(32 * mib)
+	if err := formatFAT32(region{f: f, size: 32 * mib}, 512, 2048, "ESP"); !errors.Is(err, ErrTooSmall) {
+		t.Errorf("32 MiB: %v", err)
 	}
 }
