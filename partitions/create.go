@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 	"unsafe"
 
-	"github.com/diskfs/go-diskfs/backend/file"
-	"github.com/diskfs/go-diskfs/filesystem/ext4"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
@@ -213,7 +212,7 @@ func (h host) createImage(path string, o CreateOptions, l Layout, isNew bool) (e
 	if err := formatESP(f, p.esp[0], p.esp[1], p.sectorSize, p.esp[0]/p.sectorSize); err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
-	if err := formatState(f, p.state[0], p.state[1]); err != nil {
+	if err := formatState(path, p.state[0], p.state[1], true); err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	// Formatting writes zeros (the FATs, STATE's inode tables); giving
@@ -313,21 +312,31 @@ func (h host) createDevice(path string, o CreateOptions, l Layout) error {
 		}
 		nodes[idx] = n
 	}
-	format := func(idx int, fn func(f *os.File) error) error {
-		pf, err := os.OpenFile(nodes[idx], os.O_RDWR, 0)
-		if err != nil {
-			return err
-		}
-		defer pf.Close()
-		if err := fn(pf); err != nil {
-			return err
-		}
-		return pf.Sync()
-	}
-	if err := format(IndexESP, func(pf *os.File) error { return formatESP(pf, 0, p.esp[1], p.sectorSize, p.esp[0]/p.sectorSize) }); err != nil {
+	// mke2fs claims the partition exclusively, which the kernel refuses
+	// while the whole disk is claimed: trade the exclusive open for a
+	// plain one, keeping the flock (which also keeps udev from probing).
+	plain, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
-	if err := format(IndexState, func(pf *os.File) error { return formatState(pf, 0, p.state[1]) }); err != nil {
+	defer plain.Close()
+	f.Close()
+	if err := flockOrLocked(plain, path); err != nil {
+		return err
+	}
+	pf, err := os.OpenFile(nodes[IndexESP], os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	err = formatESP(pf, 0, p.esp[1], p.sectorSize, p.esp[0]/p.sectorSize)
+	if err == nil {
+		err = pf.Sync()
+	}
+	pf.Close()
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	if err := formatState(nodes[IndexState], 0, p.state[1], false); err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	return h.check(path)
@@ -455,23 +464,43 @@ func formatESP(f *os.File, start, size, sectorSize, firstLBA int64) error {
 	return nil
 }
 
-// formatState makes STATE's ext4 with go-diskfs. The resize inode is left
-// out: go-diskfs writes one e2fsck rejects ("Resize inode not valid"), and
-// STATE is never grown online. 4 KiB blocks work on 4Kn disks too.
-func formatState(f *os.File, start, size int64) error {
-	_, err := ext4.Create(file.New(f, false), size, start, SectorSize, &ext4.Params{
-		VolumeName:      StateVolumeLabel,
-		SectorsPerBlock: 8,
-		Features: []ext4.FeatureOpt{
-			ext4.WithFeatureReservedGDTBlocksForExpansion(false),
-			ext4.WithFeatureDirectoryIndices(true),
-			ext4.WithFeatureMetadataChecksums(true),
-		},
-	})
+// formatState makes STATE's ext4 with mke2fs. go-diskfs (v1.9.4) was
+// tried first: its ext4 fails e2fsck whenever the last block group is
+// small (a 1025 MiB STATE: "Inode table for group 8 is not in group"),
+// and STATE takes whatever is left of a disk. 4 KiB blocks are asked for
+// so the filesystem also mounts on 4Kn disks. For an image the filesystem
+// is put at an offset inside the file; a device node is used whole.
+func formatState(target string, offset, size int64, image bool) error {
+	mke2fs, err := findTool("mke2fs")
 	if err != nil {
-		return fmt.Errorf("format STATE (ext4): %w", err)
+		return fmt.Errorf("format STATE: %w (install e2fsprogs)", err)
+	}
+	args := []string{"-q", "-F", "-t", "ext4", "-b", "4096", "-L", StateVolumeLabel}
+	if image {
+		args = append(args, "-E", fmt.Sprintf("offset=%d", offset))
+	}
+	args = append(args, target, fmt.Sprintf("%dk", size/1024))
+	cmd := exec.Command(mke2fs, args...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("format STATE: mke2fs %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// findTool finds an external program, also in the sbin directories a
+// non-root PATH often lacks.
+func findTool(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		p := dir + "/" + name
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found", name)
 }
 
 // allZero reports whether a file holds only zeros, reading only the parts

@@ -2,6 +2,8 @@ package partitions
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -87,5 +89,34 @@ func TestInteropAttributesSgdisk(t *testing.T) {
 	testutil.Run(t, sgdisk, "-A", "3:set:2", "-A", "3:set:60", p)
 	if v, err := d.Attributes(bootloader.SlotB); err != nil || v != 1<<60|1<<2 {
 		t.Errorf("after sgdisk -A: %#x, %v", v, err)
+	}
+}
+
+// STATE's ext4 passes e2fsck at sizes around block-group boundaries (128
+// MiB with 4 KiB blocks), including a last group of a single MiB (where
+// go-diskfs's ext4 did not).
+func TestFormatStateSizes(t *testing.T) {
+	e2fsck := testutil.RequireTool(t, "e2fsck")
+	testutil.RequireTool(t, "mke2fs")
+	for _, sizeMiB := range []int64{64, 65, 127, 128, 129, 255, 257, 1000, 1025, 4097} {
+		t.Run(fmt.Sprintf("%dMiB", sizeMiB), func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "state.img")
+			// At an offset, as in an image.
+			if err := os.WriteFile(p, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			os.Truncate(p, sizeMiB*mib+mib)
+			if err := formatState(p, mib, sizeMiB*mib, true); err != nil {
+				t.Fatal(err)
+			}
+			// Nothing before the offset is touched.
+			if head := readRange(t, p, 0, mib); !isZero(head) {
+				t.Error("mke2fs wrote before its offset")
+			}
+			p = extract(t, p, mib, sizeMiB*mib)
+			if out, err := run(e2fsck, "-f", "-n", p); err != nil {
+				t.Fatalf("e2fsck -fn: %v\n%s", err, out)
+			}
+		})
 	}
 }
