@@ -28,9 +28,11 @@ type CreateOptions struct {
 }
 
 // Create makes a new sealift disk: a GPT with the four partitions of the
-// layout (random disk and partition GUIDs), a FAT32 ESP (volume label
-// "ESP") and an ext4 STATE (label "STATE"). The root slots are left empty
-// (zero on an image, their first and last MiB zeroed on a device).
+// layout (random disk and partition GUIDs, written with go-diskfs), a
+// FAT32 ESP (volume label "ESP", formatted here) and an ext4 STATE (label
+// "STATE", formatted by mke2fs from e2fsprogs, which must be installed).
+// The root slots are left empty (zero on an image, their first and last
+// MiB zeroed on a device).
 //
 // path is a new image file (created sparse, of o.Size bytes), an existing
 // empty image file, or a whole-disk block device. A device that is in use
