@@ -1,0 +1,264 @@
+// Command sealift-bench measures sealift against the standard tools on the
+// same data in the same run, and reports ratios (never absolute targets):
+//
+//   - dm-verity tree build: `sealift verity format` vs `veritysetup format`
+//   - install of an image into a slot: `sealift install` vs `dd conv=fsync`
+//
+// plus the peak RSS of the sealift processes.
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"sealift/bootloader"
+	"sealift/partitions"
+	"sealift/partitions/verity"
+)
+
+type result struct {
+	elapsed time.Duration
+	maxRSS  int64 // bytes
+	out     string
+}
+
+func main() {
+	bin := pflag.String("sealift", "bin/sealift", "sealift binary")
+	work := pflag.String("workdir", "", "scratch directory on the filesystem to measure (default: a temp dir)")
+	sizeStr := pflag.String("size", "1G", "image size")
+	runs := pflag.Int("runs", 3, "runs of each measurement (the median is reported)")
+	pflag.Parse()
+	if err := run(*bin, *work, *sizeStr, *runs); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(bin, work, sizeStr string, runs int) error {
+	size, err := parseSize(sizeStr)
+	if err != nil {
+		return err
+	}
+	if bin, err = filepath.Abs(bin); err != nil {
+		return err
+	}
+	if work == "" {
+		if work, err = os.MkdirTemp("", "sealift-bench-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(work)
+	}
+	veritysetup, err := lookTool("veritysetup")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("sealift bench: %d MiB image, %d runs each, median reported, in %s\n", size>>20, runs, work)
+
+	data := filepath.Join(work, "root.img")
+	if err := writeRandom(data, size); err != nil {
+		return err
+	}
+	blocks := size / verity.BlockSize
+	salt := strings.Repeat("5a", 32)
+
+	// 1. Tree build, both in place after the data on the same file.
+	var ours, theirs []result
+	var ourRoot, theirRoot string
+	for i := 0; i < runs; i++ {
+		r, err := timed(bin, "verity", "format", data, "--salt", salt)
+		if err != nil {
+			return err
+		}
+		ours = append(ours, r)
+		ourRoot = field(r.out, `root hash:\s+([0-9a-f]+)`)
+		r, err = timed(veritysetup, "format", data, data, "--no-superblock", "--salt", salt,
+			"--hash-offset", strconv.FormatInt(size, 10), "--data-blocks", strconv.FormatInt(blocks, 10))
+		if err != nil {
+			return err
+		}
+		theirs = append(theirs, r)
+		theirRoot = field(r.out, `Root hash:\s+([0-9a-f]+)`)
+	}
+	if ourRoot == "" || ourRoot != theirRoot {
+		return fmt.Errorf("root hashes differ: sealift %q, veritysetup %q", ourRoot, theirRoot)
+	}
+	// Leave the image as install expects it: without the tree.
+	if err := os.Truncate(data, size); err != nil {
+		return err
+	}
+	vo, vt := median(ours), median(theirs)
+
+	// 2. Install vs dd into the same slot of the same disk image.
+	disk := filepath.Join(work, "disk.img")
+	os.Remove(disk)
+	os.RemoveAll(disk + ".sealift")
+	slotSize := size + int64(verity.TreeSize(uint64(blocks))) + 16<<20
+	slotSize = (slotSize + 1<<20 - 1) &^ (1<<20 - 1)
+	diskSize := 2*slotSize + 256<<20
+	if _, err := timed(bin, "disk", "init", disk, "--size", strconv.FormatInt(diskSize, 10),
+		"--root-size", strconv.FormatInt(slotSize, 10), "--esp-size", "64M", "--state-size", "64M"); err != nil {
+		return err
+	}
+	offsets, err := slotOffsets(disk)
+	if err != nil {
+		return err
+	}
+	kernel := filepath.Join(work, "vmlinuz")
+	if err := os.WriteFile(kernel, []byte("bench kernel"), 0o644); err != nil {
+		return err
+	}
+	// Allocate both slots' blocks first so neither side pays for it.
+	for _, off := range offsets {
+		if _, err := dd(data, disk, off); err != nil {
+			return err
+		}
+	}
+	var inst, dds []result
+	re := regexp.MustCompile(`into slot ([AB])`)
+	for i := 0; i < runs; i++ {
+		r, err := timed(bin, "install", "--disk", disk, "--image", data, "--kernel", kernel,
+			"--version", fmt.Sprintf("bench-%d", i), "--log-level", "warn")
+		if err != nil {
+			return err
+		}
+		inst = append(inst, r)
+		m := re.FindStringSubmatch(r.out)
+		if m == nil {
+			return fmt.Errorf("install output names no slot: %q", r.out)
+		}
+		r, err = dd(data, disk, offsets[bootloader.Slot(m[1])])
+		if err != nil {
+			return err
+		}
+		dds = append(dds, r)
+	}
+	io, id := median(inst), median(dds)
+
+	fmt.Println()
+	fmt.Printf("%-34s %10s %10s %8s %12s\n", "measurement", "sealift", "baseline", "ratio", "sealift RSS")
+	fmt.Printf("%-34s %9.2fs %9.2fs %7.2fx %9d MiB\n", "verity tree vs veritysetup format", vo.elapsed.Seconds(), vt.elapsed.Seconds(),
+		vt.elapsed.Seconds()/vo.elapsed.Seconds(), maxRSS(ours)>>20)
+	fmt.Printf("%-34s %9.2fs %9.2fs %7.2fx %9d MiB\n", "install vs dd conv=fsync", io.elapsed.Seconds(), id.elapsed.Seconds(),
+		io.elapsed.Seconds()/id.elapsed.Seconds(), maxRSS(inst)>>20)
+	fmt.Println("\nverity ratio: veritysetup time / sealift time (higher is better for sealift)")
+	fmt.Println("install ratio: sealift time / dd time (lower is better; 1.00 = as fast as dd)")
+	fmt.Printf("root hash (both tools): %s\n", ourRoot)
+	return nil
+}
+
+// timed runs a command and returns its wall time, peak RSS and output.
+func timed(name string, args ...string) (result, error) {
+	cmd := exec.Command(name, args...)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	el := time.Since(start)
+	if err != nil {
+		return result{}, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	var rss int64
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rss = ru.Maxrss * 1024 // Linux reports KiB
+	}
+	return result{elapsed: el, maxRSS: rss, out: string(out)}, nil
+}
+
+func dd(src, dst string, off int64) (result, error) {
+	return timed("dd", "if="+src, "of="+dst, "bs=4M", "oflag=seek_bytes", "seek="+strconv.FormatInt(off, 10),
+		"conv=notrunc,fsync", "status=none")
+}
+
+func slotOffsets(disk string) (map[bootloader.Slot]int64, error) {
+	d, err := partitions.Open(disk, false)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return map[bootloader.Slot]int64{
+		bootloader.SlotA: d.Slot(bootloader.SlotA).Start,
+		bootloader.SlotB: d.Slot(bootloader.SlotB).Start,
+	}, nil
+}
+
+func median(rs []result) result {
+	s := append([]result(nil), rs...)
+	sort.Slice(s, func(i, j int) bool { return s[i].elapsed < s[j].elapsed })
+	return s[len(s)/2]
+}
+
+func maxRSS(rs []result) int64 {
+	var m int64
+	for _, r := range rs {
+		m = max(m, r.maxRSS)
+	}
+	return m
+}
+
+func field(out, re string) string {
+	m := regexp.MustCompile(re).FindStringSubmatch(out)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+func writeRandom(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	rng := rand.NewChaCha8([32]byte{1})
+	buf := make([]byte, 4<<20)
+	for done := int64(0); done < size; {
+		n := min(int64(len(buf)), size-done)
+		rng.Read(buf[:n])
+		if _, err := f.Write(buf[:n]); err != nil {
+			f.Close()
+			return err
+		}
+		done += n
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func lookTool(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, d := range []string{"/usr/sbin", "/sbin"} {
+		if _, err := os.Stat(filepath.Join(d, name)); err == nil {
+			return filepath.Join(d, name), nil
+		}
+	}
+	return "", fmt.Errorf("%s not found (bash .ci/setup installs it)", name)
+}
+
+func parseSize(v string) (int64, error) {
+	mult := int64(1)
+	s := strings.ToUpper(v)
+	switch {
+	case strings.HasSuffix(s, "G"):
+		mult, s = 1<<30, s[:len(s)-1]
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1<<20, s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || (n*mult)%verity.BlockSize != 0 {
+		return 0, fmt.Errorf("invalid size %q", v)
+	}
+	return n * mult, nil
+}

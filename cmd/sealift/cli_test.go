@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sealift/updater"
+)
+
+// cli runs sealift in-process and returns exit code, stdout and stderr.
+func cli(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func mustCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	code, out, errs := cli(t, args...)
+	if code != 0 {
+		t.Fatalf("sealift %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errs)
+	}
+	return out
+}
+
+type release struct{ image, kernel, initrd string }
+
+func makeRelease(t *testing.T, dir string, seed int64, size int) release {
+	t.Helper()
+	img := make([]byte, size)
+	rand.New(rand.NewSource(seed)).Read(img)
+	r := release{filepath.Join(dir, "root.img"), filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd.img")}
+	for p, b := range map[string][]byte{r.image: img, r.kernel: []byte("kernel"), r.initrd: []byte("initrd")} {
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+func status(t *testing.T, disk string) updater.Status {
+	t.Helper()
+	var st updater.Status
+	if err := json.Unmarshal([]byte(mustCLI(t, "status", "--disk", disk, "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func install(t *testing.T, disk string, r release, version string, extra ...string) (int, string) {
+	t.Helper()
+	args := append([]string{"install", "--disk", disk, "--image", r.image, "--kernel", r.kernel,
+		"--initrd", r.initrd, "--cmdline", "console=ttyS0", "--version", version, "--log-level", "error"}, extra...)
+	code, out, errs := cli(t, args...)
+	return code, out + errs
+}
+
+// TestCLIWholeCycle runs the demo's sequence through the CLI on a real
+// disk image for every backend.
+func TestCLIWholeCycle(t *testing.T) {
+	for _, backend := range []string{"gptprio", "grubenv", "sdboot"} {
+		t.Run(backend, func(t *testing.T) {
+			dir := t.TempDir()
+			disk := filepath.Join(dir, "disk.img")
+			mustCLI(t, "disk", "init", disk, "--size", "320M", "--root-size", "64M", "--esp-size", "64M", "--boot-backend", backend)
+			r := makeRelease(t, dir, 1, 4<<20)
+			if code, out := install(t, disk, r, "v1"); code != 0 || !strings.Contains(out, "into slot A") {
+				t.Fatalf("install v1: %d %s", code, out)
+			}
+			if out := mustCLI(t, "boot", "simulate", "--disk", disk, "--apply"); !strings.Contains(out, "booted A (trial") {
+				t.Fatalf("boot: %s", out)
+			}
+			mustCLI(t, "mark-good", "--disk", disk)
+			if code, out := install(t, disk, r, "v2"); code != 0 || !strings.Contains(out, "into slot B") || !strings.Contains(out, "next boot: B (trial)") {
+				t.Fatalf("install v2: %d %s", code, out)
+			}
+			st := status(t, disk)
+			if st.Backend != backend || st.Pending == nil || st.Pending.Version != "v2" || st.Slots[1].Record == nil || !st.Slots[0].Flags.Successful {
+				t.Fatalf("status: %+v", st)
+			}
+			mustCLI(t, "boot", "simulate", "--disk", disk, "--apply")
+			mustCLI(t, "mark-good", "--disk", disk)
+			mustCLI(t, "rollback", "--disk", disk)
+			if out := mustCLI(t, "boot", "simulate", "--disk", disk); !strings.Contains(out, "next boot: A") {
+				t.Fatalf("after rollback: %s", out)
+			}
+			human := mustCLI(t, "status", "--disk", disk)
+			for _, want := range []string{"boot backend " + backend, "v1", "v2", "next boot: A", "rolled-back"} {
+				if !strings.Contains(human, want) {
+					t.Errorf("status lacks %q:\n%s", want, human)
+				}
+			}
+		})
+	}
+}
+
+func TestCLIBadInput(t *testing.T) {
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "disk.img")
+	mustCLI(t, "disk", "init", disk, "--size", "320M", "--root-size", "64M", "--esp-size", "64M")
+	r := makeRelease(t, dir, 2, 1<<20)
+	if code, out := install(t, disk, r, "v1"); code != 0 {
+		t.Fatal(out)
+	}
+	mustCLI(t, "boot", "simulate", "--disk", disk, "--apply")
+	mustCLI(t, "mark-good", "--disk", disk)
+	before := status(t, disk)
+
+	odd := filepath.Join(dir, "odd.img")
+	os.WriteFile(odd, make([]byte, 5000), 0o644)
+	big := filepath.Join(dir, "big.img")
+	f, _ := os.Create(big)
+	f.Truncate(64 << 20)
+	f.Close()
+	plain := filepath.Join(dir, "plain.img")
+	f, _ = os.Create(plain)
+	f.Truncate(64 << 20)
+	f.Close()
+
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"image larger than slot", []string{"install", "--disk", disk, "--image", big, "--kernel", r.kernel, "--version", "v2"}, exitBadInput, "the slot holds"},
+		{"size not multiple of 4096", []string{"install", "--disk", disk, "--image", odd, "--kernel", r.kernel, "--version", "v2"}, exitBadInput, "multiple of 4096"},
+		{"missing kernel", []string{"install", "--disk", disk, "--image", r.image, "--kernel", filepath.Join(dir, "nope"), "--version", "v2"}, exitBadInput, "kernel"},
+		{"missing image", []string{"install", "--disk", disk, "--image", filepath.Join(dir, "nope"), "--kernel", r.kernel, "--version", "v2"}, exitBadInput, "image"},
+		{"disk without our layout", []string{"status", "--disk", plain}, exitBadInput, "GPT"},
+		{"unknown disk", []string{"status", "--disk", filepath.Join(dir, "missing.img")}, exitError, "missing.img"},
+		{"unknown command", []string{"frobnicate"}, exitUsage, "unknown command"},
+		{"bad flag", []string{"status", "--frob"}, exitUsage, "frob"},
+		{"existing table without --force", []string{"disk", "init", disk, "--size", "256M"}, exitBadInput, "partition table"},
+		{"cancel with nothing pending", []string{"cancel", "--disk", disk}, exitNothing, "no update is pending"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, out, errs := cli(t, c.args...)
+			if code != c.code || !strings.Contains(strings.ToLower(out+errs), strings.ToLower(c.want)) {
+				t.Fatalf("exit %d (want %d), output lacks %q:\n%s%s", code, c.code, c.want, out, errs)
+			}
+			after := status(t, disk)
+			a, _ := json.Marshal(after.Slots)
+			b, _ := json.Marshal(before.Slots)
+			if !bytes.Equal(a, b) {
+				t.Fatalf("slots changed:\n%s\n%s", b, a)
+			}
+		})
+	}
+}

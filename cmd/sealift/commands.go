@@ -1,0 +1,428 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"sealift/bootloader"
+	"sealift/bootloader/gptprio"
+	"sealift/bootloader/grubenv"
+	"sealift/bootloader/sdboot"
+	"sealift/partitions"
+	"sealift/updater"
+)
+
+func init() {
+	register(command{"disk init", "create the A/B layout on a new image file or a block device", cmdDiskInit})
+	register(command{"status", "show slots, versions, running slot, next boot and pending update", cmdStatus})
+	register(command{"install", "write a local root image into the inactive slot and flip to it", cmdInstall})
+	register(command{"mark-good", "mark the running slot successful (keeps it)", cmdMarkGood})
+	register(command{"mark-bad", "mark the running slot failed (next boot falls back)", cmdMarkBad})
+	register(command{"rollback", "boot the other, previously good slot next", cmdRollback})
+	register(command{"cancel", "undo a staged update that has not been booted", cmdCancel})
+	register(command{"boot simulate", "show (or, on an image, apply) what the bootloader does at the next boot", cmdBootSimulate})
+}
+
+func cmdDiskInit(g *globals, args []string) error {
+	fs := g.flagSet("disk init", "disk init PATH [--size SIZE] [flags]", false)
+	size := fs.String("size", "", "size of a new image file (e.g. 4G); not used for a block device")
+	def := partitions.DefaultLayout()
+	esp := fs.String("esp-size", formatSize(def.ESPSize), "ESP size")
+	root := fs.String("root-size", formatSize(def.RootSize), "size of each root slot")
+	st := fs.String("state-size", "", "STATE size (default: the rest of the disk)")
+	backend := fs.String("boot-backend", "grubenv", "boot flag backend: gptprio, grubenv or sdboot (recorded on the disk)")
+	force := fs.Bool("force", false, "overwrite an existing partition table")
+	if err := g.parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageError{"disk init takes exactly one PATH"}
+	}
+	path := fs.Arg(0)
+	var o partitions.CreateOptions
+	var err error
+	if o.Size, err = parseSizeFlag("size", *size, true); err != nil {
+		return err
+	}
+	if o.Layout.ESPSize, err = parseSizeFlag("esp-size", *esp, false); err != nil {
+		return err
+	}
+	if o.Layout.RootSize, err = parseSizeFlag("root-size", *root, false); err != nil {
+		return err
+	}
+	if o.Layout.StateSize, err = parseSizeFlag("state-size", *st, true); err != nil {
+		return err
+	}
+	o.Force = *force
+	switch *backend {
+	case "gptprio", "grubenv", "sdboot":
+	default:
+		return usageError{fmt.Sprintf("--boot-backend %q: want gptprio, grubenv or sdboot", *backend)}
+	}
+	if err := partitions.Create(path, o); err != nil {
+		return err
+	}
+	d, err := partitions.Open(path, true)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	unlock, err := d.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	espfs, err := d.ESPFS()
+	if err != nil {
+		return err
+	}
+	empty := bootloader.Flags{bootloader.SlotA: {}, bootloader.SlotB: {}}
+	switch *backend {
+	case "gptprio":
+		err = gptprio.New(d).Save(empty)
+	case "grubenv":
+		err = grubenv.Install(espfs, empty)
+	case "sdboot":
+		err = sdboot.Install(espfs, empty)
+	}
+	if err != nil {
+		return fmt.Errorf("set up %s boot backend: %w", *backend, err)
+	}
+	if err := bootloader.RecordBackend(espfs, *backend); err != nil {
+		return fmt.Errorf("record boot backend: %w", err)
+	}
+	g.log.WithFields(map[string]any{"disk": path, "boot_backend": *backend}).Info("disk initialised")
+	fmt.Fprintf(g.stdout, "created A/B layout on %s (boot backend %s)\n", path, *backend)
+	return nil
+}
+
+func cmdStatus(g *globals, args []string) error {
+	fs := g.flagSet("status", "status [--disk DISK] [--json]", true)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := g.parse(fs, args); err != nil {
+		return err
+	}
+	s, err := g.open(false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	st, err := s.up.Status()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Disk string `json:"disk"`
+			*updater.Status
+		}{s.disk.Path(), st})
+	}
+	printStatus(g.stdout, s.disk.Path(), st)
+	return nil
+}
+
+func printStatus(w io.Writer, disk string, st *updater.Status) {
+	fmt.Fprintf(w, "disk:      %s (boot backend %s)\n", disk, st.Backend)
+	switch {
+	case st.Running == "":
+		fmt.Fprintln(w, "running:   none (image not booted yet)")
+	case st.Simulated:
+		fmt.Fprintf(w, "running:   %s (simulated boot of an image)\n", st.Running)
+	default:
+		fmt.Fprintf(w, "running:   %s\n", st.Running)
+	}
+	fmt.Fprintf(w, "%s\n", st.NextBoot)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SLOT\tVERSION\tSTATE\tPRIO\tTRIES\tVERITY ROOT\tINSTALLED")
+	for _, sl := range st.Slots {
+		ver, root, at := "-", "-", "-"
+		if r := sl.Record; r != nil {
+			ver, root, at = r.Version, short(r.Verity.RootHash), r.InstalledAt.Format(time.RFC3339)
+		}
+		state := "unbootable"
+		switch {
+		case sl.Flags.Successful:
+			state = "good"
+		case sl.Bootable:
+			state = "trial"
+		}
+		if sl.Running {
+			state += ",running"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", sl.Slot, ver, state, sl.Flags.Priority, sl.Flags.Tries, root, at)
+	}
+	tw.Flush()
+	if p := st.Pending; p != nil {
+		fmt.Fprintf(w, "pending:   %s into slot %s (%s since %s)\n", p.Version, p.Slot, p.Phase, p.UpdatedAt.Format(time.RFC3339))
+	}
+	if l := st.Last; l != nil {
+		msg := fmt.Sprintf("last:      %s %s in slot %s at %s", l.Result, l.Version, l.Slot, l.At.Format(time.RFC3339))
+		if l.Reason != "" {
+			msg += ": " + l.Reason
+		}
+		fmt.Fprintln(w, msg)
+	}
+	for _, n := range st.Notes {
+		fmt.Fprintf(w, "note:      %s\n", n)
+	}
+}
+
+func short(h string) string {
+	if len(h) > 16 {
+		return h[:16] + "…"
+	}
+	return h
+}
+
+func cmdInstall(g *globals, args []string) error {
+	fs := g.flagSet("install", "install --image ROOT.img --kernel F [--initrd F] [--cmdline S] --version V [flags]", true)
+	image := fs.String("image", "", "root filesystem image (size a multiple of 4096)")
+	kernel := fs.String("kernel", "", "kernel image for the slot")
+	initrd := fs.String("initrd", "", "initramfs for the slot (optional)")
+	cmdline := fs.String("cmdline", "", "kernel command line (sealift appends slot and verity parameters)")
+	ver := fs.String("version", "", "version of this release")
+	tries := fs.Int("tries", bootloader.DefaultTries, "boots the new slot gets before falling back")
+	salt := fs.String("salt", "", "verity salt, hex (default: random)")
+	rootHash := fs.String("root-hash", "", "expected verity root hash, hex: refuse to flip if the slot differs")
+	if err := g.parse(fs, args); err != nil {
+		return err
+	}
+	if *image == "" || *ver == "" || *kernel == "" {
+		return usageError{"install needs --image, --kernel and --version"}
+	}
+	req := updater.InstallRequest{Version: *ver, Tries: *tries}
+	var err error
+	if *salt != "" {
+		if req.Salt, err = hex.DecodeString(*salt); err != nil {
+			return usageError{fmt.Sprintf("--salt: %v", err)}
+		}
+	}
+	if *rootHash != "" {
+		if req.ExpectedRoot, err = hex.DecodeString(*rootHash); err != nil {
+			return usageError{fmt.Sprintf("--root-hash: %v", err)}
+		}
+	}
+	// Read every input before the disk is touched: a missing kernel must
+	// not leave a cleared slot behind.
+	if req.Boot.Kernel, err = readInput("kernel", *kernel); err != nil {
+		return err
+	}
+	if *initrd != "" {
+		if req.Boot.Initrd, err = readInput("initrd", *initrd); err != nil {
+			return err
+		}
+	}
+	req.Boot.Cmdline = *cmdline
+	f, err := os.Open(*image)
+	if err != nil {
+		return fmt.Errorf("%w: image: %v", updater.ErrBadInput, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w: image %s is not a regular file", updater.ErrBadInput, *image)
+	}
+	req.Image, req.ImageSize = f, fi.Size()
+
+	s, err := g.open(true)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	res, err := s.up.Install(ctx, req)
+	if err != nil {
+		return err
+	}
+	g.log.WithFields(map[string]any{
+		"slot": res.Slot, "version": res.Record.Version, "bytes": res.Record.ImageSize,
+		"seconds": fmt.Sprintf("%.2f", time.Since(start).Seconds()), "verity_root": res.Record.Verity.RootHash,
+	}).Info("installed")
+	fmt.Fprintf(g.stdout, "installed %s into slot %s; %s\n", res.Record.Version, res.Slot, res.Next)
+	return nil
+}
+
+func readInput(what, path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", updater.ErrBadInput, what, err)
+	}
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: %s %s is empty", updater.ErrBadInput, what, path)
+	}
+	return b, nil
+}
+
+func cmdMarkGood(g *globals, args []string) error {
+	fs := g.flagSet("mark-good", "mark-good [--disk DISK]", true)
+	if err := g.parse(fs, args); err != nil {
+		return err
+	}
+	s, err := g.open(true)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	slot, err := s.up.MarkGood()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "slot %s marked good\n", slot)
+	return nil
+}
+
+func cmdMarkBad(g *globals, args []string) error {
+	fs := g.flagSet("mark-bad", "mark-bad [--disk DISK] [--reason TEXT]", true)
+	reason := fs.String("reason", "marked bad by operator", "why, recorded in status")
+	if err := g.parse(fs, args); err != nil {
+		return err
+	}
+	s, err := g.open(true)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	slot, err := s.up.MarkBad(*reason)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "slot %s marked bad; the next boot falls back to %s\n", slot, slot.Other())
+	return nil
+}
+
+func cmdRollback(g *globals, args []string) error {
+	fs := g.flagSet("rollback", "rollback [--disk DISK]", true)
+	if err := g.parse(fs, args); err != nil {
+		return err
+	}
+	s, err := g.open(true)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	to, err := s.up.Rollback()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "next boot: %s (rollback)\n", to)
+	return nil
+}
+
+func cmdCancel(g *globals, args []string) error {
+	fs := g.flagSet("cancel", "cancel [--disk DISK]", true)
+	if err := g.parse(fs, args); err != nil {
+		return err
+	}
+	s, err := g.open(true)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	p, err := s.up.Cancel()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "cancelled the update to %s in slot %s\n", p.Version, p.Slot)
+	return nil
+}
+
+func cmdBootSimulate(g *globals, args []string) error {
+	fs := g.flagSet("boot simulate", "boot simulate [--disk DISK] [--apply] [--json]", true)
+	apply := fs.Bool("apply", false, "write what the bootloader leaves behind and record the boot (disk images only)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := g.parse(fs, args); err != nil {
+		return err
+	}
+	s, err := g.open(*apply)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	d, err := s.up.SimulateBoot(*apply)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(g.stdout).Encode(d)
+	}
+	if *apply && d.Slot != "" {
+		fmt.Fprintf(g.stdout, "booted %s", d.Slot)
+		if d.Trial {
+			fmt.Fprintf(g.stdout, " (trial, %d %s left)", d.TriesLeft, map[bool]string{true: "try", false: "tries"}[d.TriesLeft == 1])
+		}
+		fmt.Fprintln(g.stdout)
+		return nil
+	}
+	fmt.Fprintln(g.stdout, d)
+	return nil
+}
+
+// parseSizeFlag parses sizes like 4096, 512M, 4G, 1GiB (binary units).
+func parseSizeFlag(name, v string, zeroOK bool) (int64, error) {
+	if v == "" {
+		if zeroOK {
+			return 0, nil
+		}
+		return 0, usageError{fmt.Sprintf("--%s is required", name)}
+	}
+	n, err := parseSize(v)
+	if err != nil {
+		return 0, usageError{fmt.Sprintf("--%s: %v", name, err)}
+	}
+	return n, nil
+}
+
+func parseSize(v string) (int64, error) {
+	s := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(v)), "IB"), "B")
+	mult := int64(1)
+	if s != "" {
+		switch s[len(s)-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult != 1 {
+			s = s[:len(s)-1]
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid size %q (use e.g. 512M, 4G)", v)
+	}
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q too large", v)
+	}
+	return n * mult, nil
+}
+
+func formatSize(n int64) string {
+	switch {
+	case n%(1<<30) == 0:
+		return fmt.Sprintf("%dG", n>>30)
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%dM", n>>20)
+	}
+	return strconv.FormatInt(n, 10)
+}
