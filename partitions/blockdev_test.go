@@ -223,3 +223,55 @@ func TestImageWithMountedESP(t *testing.T) {
 	}
 	fsckESP(t, p)
 }
+
+// A disk with 4 KiB logical sectors (4Kn): LBAs, the GPT and FAT32 all
+// count in 4096-byte sectors.
+func TestBlockDevice4Kn(t *testing.T) {
+	sgdisk := testutil.RequireTool(t, "sgdisk")
+	e2fsck := testutil.RequireTool(t, "e2fsck")
+	requireLoop(t)
+	img := filepath.Join(t.TempDir(), "backing.img")
+	os.WriteFile(img, nil, 0o644)
+	os.Truncate(img, smallSize)
+	os.Truncate(img, 400*mib)
+	dev := attach(t, img, "-P", "--sector-size", "4096")
+	wantErr(t, Create(dev, CreateOptions{Layout: smallLayout}), ErrTooSmall, "260 MiB for FAT32 on a disk with 4096-byte sectors")
+	layout := Layout{ESPSize: 260 * mib, RootSize: 16 * mib}
+	if err := Create(dev, CreateOptions{Layout: layout}); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	d := openDisk(t, dev, true)
+	if d.SectorSize() != 4096 {
+		t.Fatalf("sector size %d", d.SectorSize())
+	}
+	if out := testutil.Run(t, sgdisk, "-v", dev); !strings.Contains(out, "No problems found") {
+		t.Errorf("sgdisk -v:\n%s", out)
+	}
+	if a := d.Slot(bootloader.SlotA); a.Start != 261*mib || a.Size != 16*mib {
+		t.Errorf("slot A %+v", a)
+	}
+	// The image file, seen with 512-byte sectors, is found by probing.
+	if di := openDisk(t, img, false); di.SectorSize() != 4096 || di.Slot(bootloader.SlotB) != d.Slot(bootloader.SlotB) {
+		t.Errorf("image: sector size %d, slot B %+v", di.SectorSize(), di.Slot(bootloader.SlotB))
+	}
+	if err := d.SetAttributes(map[bootloader.Slot]uint64{bootloader.SlotA: 0x013F000000000000}); err != nil {
+		t.Fatal(err)
+	}
+	if out := testutil.Run(t, sgdisk, "-i", "2", dev); !strings.Contains(out, "Attribute flags: 013F000000000000") {
+		t.Errorf("sgdisk -i 2:\n%s", out)
+	}
+	esp, err := d.ESPFS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := esp.MkdirAll("EFI/BOOT"); err != nil {
+		t.Fatal(err)
+	}
+	if err := esp.WriteFile("EFI/BOOT/BOOTX64.EFI", pattern(50_000, 3)); err != nil {
+		t.Fatal(err)
+	}
+	fsckESP(t, img)
+	if out, err := run(e2fsck, "-f", "-n", dev+"p4"); err != nil {
+		t.Errorf("e2fsck -fn: %v\n%s", err, out)
+	}
+}

@@ -85,6 +85,10 @@ func (l Layout) validate() error {
 // 1 MiB gap for the protective MBR and primary GPT.
 func (l Layout) place(diskSize, sectorSize int64) (plan, error) {
 	p := plan{sectorSize: sectorSize}
+	if sectorSize > 512 && l.ESPSize < MinESPSize4Kn {
+		return p, fmt.Errorf("%w: ESP size %s is below the minimum of %s for FAT32 on a disk with %d-byte sectors",
+			ErrTooSmall, formatBytes(l.ESPSize), formatBytes(MinESPSize4Kn), sectorSize)
+	}
 	// The backup GPT takes the last sector and a 16 KiB entry array.
 	arraySectors := (128*128 + sectorSize - 1) / sectorSize
 	usableEnd := (diskSize/sectorSize - 1 - arraySectors) * sectorSize // first byte after the last usable LBA

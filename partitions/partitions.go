@@ -75,6 +75,10 @@ const (
 	MinESPSize   = 36 * mib
 	MinRootSize  = 16 * mib
 	MinStateSize = 64 * mib
+	// MinESPSize4Kn is the ESP minimum on disks with 4 KiB logical
+	// sectors, where a cluster cannot be smaller than a sector (Microsoft
+	// asks for 260 MB there too).
+	MinESPSize4Kn = 260 * mib
 )
 
 // Layout gives the sizes of the partitions Create makes, in bytes. Every
