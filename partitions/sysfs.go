@@ -20,6 +20,9 @@ type host struct {
 	dev       string // device nodes, "/dev"
 	mountinfo string // "/proc/self/mountinfo"
 	swaps     string // "/proc/swaps"
+	// blockNode reports the device number of a block device node; nil
+	// stats the path (tests without CAP_MKNOD fake it).
+	blockNode func(path string) (devNum, bool)
 }
 
 var realHost = host{sys: "/sys", dev: "/dev", mountinfo: "/proc/self/mountinfo", swaps: "/proc/swaps"}
@@ -224,15 +227,22 @@ func (h host) slaves(name string) []string {
 // really is that device.
 func (h host) devNode(b blockDev) (string, error) {
 	for _, p := range []string{filepath.Join(h.dev, b.name), filepath.Join(h.dev, "block", b.dev.String())} {
-		var st unix.Stat_t
-		if err := unix.Stat(p, &st); err != nil {
-			continue
-		}
-		if st.Mode&unix.S_IFMT == unix.S_IFBLK && devNumOf(uint64(st.Rdev)) == b.dev {
+		if d, ok := h.nodeDev(p); ok && d == b.dev {
 			return p, nil
 		}
 	}
 	return "", fmt.Errorf("no device node for %s (%s) under %s", b.name, b.dev, h.dev)
+}
+
+func (h host) nodeDev(p string) (devNum, bool) {
+	if h.blockNode != nil {
+		return h.blockNode(p)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return devNum{}, false
+	}
+	return devNumOf(uint64(st.Rdev)), true
 }
 
 // swapDevices returns the device numbers of block devices used as swap.
