@@ -5,6 +5,7 @@ import (
 	"fmt"
 	iofs "io/fs"
 	"os"
+	"path/filepath"
 
 	"sealift/bootloader"
 )
@@ -74,6 +75,21 @@ func (d *Disk) espMountPoint() (string, error) {
 	ms, err := d.host.mounts()
 	if err != nil {
 		return "", err
+	}
+	// systemd mounts the ESP on demand (an autofs at /efi or /boot): look
+	// into each automount point so a pending mount happens now, rather
+	// than in the middle of our writes to the raw partition.
+	triggered := false
+	for _, m := range ms {
+		if m.fsType == "autofs" {
+			os.Stat(filepath.Join(m.mountPoint, "."))
+			triggered = true
+		}
+	}
+	if triggered {
+		if ms, err = d.host.mounts(); err != nil {
+			return "", err
+		}
 	}
 	var sub string
 	for _, m := range ms {

@@ -240,6 +240,10 @@ func TestESPMountPoint(t *testing.T) {
 			mountLine(20, "8:33", "/EFI", "/efi-sub", "vfat", "/dev/sdc1"),
 			mountLine(21, "8:33", "/", "/efi", "vfat", "/dev/sdc1"),
 		}, "/efi", nil},
+		{"disk, ESP under a systemd automount", disk, []string{
+			mountLine(20, "0:50", "/", "/efi", "autofs", "systemd-1"),
+			mountLine(21, "8:33", "/", "/efi", "vfat", "/dev/sdc1"),
+		}, "/efi", nil},
 		{"disk, only a subdir of the ESP mounted", disk, []string{mountLine(20, "8:33", "/EFI", "/efi-sub", "vfat", "/dev/sdc1")}, "", ErrMounted},
 		{"image, loop over the ESP mounted", image, []string{mountLine(20, "7:3", "/", "/mnt/esp", "vfat", "/dev/loop3")}, "/mnt/esp", nil},
 		{"image, partition of a whole-image loop mounted", image, []string{mountLine(20, "7:5", "/", "/mnt/p1", "vfat", "/dev/loop4p1")}, "/mnt/p1", nil},
