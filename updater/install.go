@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"sealift/bootloader"
 	"sealift/partitions/verity"
@@ -21,8 +22,9 @@ type InstallRequest struct {
 	Image     io.Reader
 	ImageSize int64
 	Version   string
-	// ImageDigest identifies the image ("sha256:..."); when empty the
-	// digest of the streamed bytes is recorded.
+	// ImageDigest, when set ("sha256:<hex>"), is checked against the
+	// streamed bytes before the flip and recorded. Left empty, no digest is
+	// computed: the verity root hash identifies the content.
 	ImageDigest string
 	Boot        bootloader.BootFiles // Version is filled in from Version
 	// Tries is how many boots the new slot gets; 0 means the default.
@@ -41,6 +43,14 @@ type InstallResult struct {
 	Slot   bootloader.Slot
 	Record state.SlotRecord
 	Next   bootloader.Decision
+	// Timings of the install's phases, for logs and benchmarks.
+	Timings []PhaseTiming
+}
+
+// PhaseTiming is how long one phase of an install took.
+type PhaseTiming struct {
+	Phase    string
+	Duration time.Duration
 }
 
 // validate checks everything that can be checked before the disk changes.
@@ -66,6 +76,12 @@ func (r *InstallRequest) validate(slotSize int64) (verity.Params, error) {
 	}
 	if r.Tries < 1 || r.Tries > bootloader.MaxTries {
 		return p, fmt.Errorf("%w: tries %d out of range 1-%d", ErrBadInput, r.Tries, bootloader.MaxTries)
+	}
+	if r.ImageDigest != "" {
+		h, ok := strings.CutPrefix(r.ImageDigest, "sha256:")
+		if _, err := hex.DecodeString(h); !ok || err != nil || len(h) != 64 {
+			return p, fmt.Errorf("%w: image digest %q is not sha256:<64 hex digits>", ErrBadInput, r.ImageDigest)
+		}
 	}
 	if r.ExpectedRoot != nil && len(r.ExpectedRoot) != 32 {
 		return p, fmt.Errorf("%w: expected verity root hash must be 32 bytes, got %d", ErrBadInput, len(r.ExpectedRoot))
@@ -130,6 +146,13 @@ func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResu
 		return nil, fmt.Errorf("%w: slot %s is the only bootable slot; refusing to overwrite it", ErrBadInput, tgt)
 	}
 
+	var timings []PhaseTiming
+	mark := time.Now()
+	phase := func(name string) {
+		timings = append(timings, PhaseTiming{name, time.Since(mark)})
+		mark = time.Now()
+	}
+
 	// 2. Unbootable first, then say so in the state.
 	if _, err := bootloader.Apply(u.Boot, bootloader.Clear(tgt)); err != nil {
 		return nil, err
@@ -141,10 +164,15 @@ func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResu
 		return nil, err
 	}
 
+	phase("clear")
+
 	// 3 + 4. Stream, hash, write the tree, verify.
-	root, digest, err := writeSlot(ctx, req.Image, req.ImageSize, dev, params, req.Progress)
+	root, digest, err := writeSlot(ctx, req.Image, req.ImageSize, dev, params, req.ImageDigest != "", req.Progress, phase)
 	if err != nil {
 		return nil, fmt.Errorf("write slot %s: %w", tgt, err)
+	}
+	if req.ImageDigest != "" && digest != req.ImageDigest {
+		return nil, fmt.Errorf("%w: image digest is %s, expected %s", ErrVerify, digest, req.ImageDigest)
 	}
 	if req.ExpectedRoot != nil && !bytes.Equal(root, req.ExpectedRoot) {
 		return nil, fmt.Errorf("%w: verity root hash of slot %s is %x, the release says %x", ErrVerify, tgt, root, req.ExpectedRoot)
@@ -161,9 +189,6 @@ func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResu
 		},
 		InstalledAt: u.now(),
 	}
-	if rec.ImageDigest == "" {
-		rec.ImageDigest = digest
-	}
 
 	// 5. Boot files, while the slot is still unbootable.
 	boot := req.Boot
@@ -172,6 +197,7 @@ func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResu
 	if err := bootloader.WriteBootFiles(esp, tgt, boot); err != nil {
 		return nil, err
 	}
+	phase("boot files")
 
 	// 6. Flip. The record goes in before the flags so that a slot the
 	// bootloader may pick always has its record.
@@ -194,11 +220,12 @@ func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResu
 		// Status derives the truth from the flags.
 		return nil, err
 	}
+	phase("flip")
 	flags, err = u.Boot.Load()
 	if err != nil {
 		return nil, err
 	}
-	return &InstallResult{Slot: tgt, Record: rec, Next: u.Boot.Simulate(flags)}, nil
+	return &InstallResult{Slot: tgt, Record: rec, Next: u.Boot.Simulate(flags), Timings: timings}, nil
 }
 
 // Cmdline keys sealift adds for the initramfs that opens the verity root.

@@ -3,6 +3,8 @@ package updater
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"math/rand"
 	"strings"
@@ -320,5 +322,40 @@ func TestCancelAndInterrupted(t *testing.T) {
 	st, _ := r.u.Status()
 	if st.Pending != nil || st.Last.Result != "cancelled" || st.Slots[1].Record != nil {
 		t.Fatalf("status after cancel: %+v", st)
+	}
+}
+
+func TestInstallImageDigest(t *testing.T) {
+	img := image(7, 16*4096)
+	sum := sha256.Sum256(img)
+	good := "sha256:" + hex.EncodeToString(sum[:])
+	cases := []struct {
+		name   string
+		digest string
+		want   error
+	}{
+		{"matching digest is recorded", good, nil},
+		{"wrong digest refused before the flip", "sha256:" + strings.Repeat("0", 64), ErrVerify},
+		{"malformed digest is bad input", "md5:abc", ErrBadInput},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t, backends[0].make)
+			rq := req(img, "v1")
+			rq.ImageDigest = c.digest
+			res, err := r.u.Install(context.Background(), rq)
+			if !errors.Is(err, c.want) || (c.want == nil && err != nil) {
+				t.Fatalf("got %v, want %v", err, c.want)
+			}
+			if c.want == nil && res.Record.ImageDigest != good {
+				t.Fatalf("recorded %q", res.Record.ImageDigest)
+			}
+			if c.want != nil {
+				flags, _ := r.boot.Load()
+				if d := r.boot.Simulate(flags); d.Slot != "" {
+					t.Fatalf("slot became bootable: %v", d)
+				}
+			}
+		})
 	}
 }

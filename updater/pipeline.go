@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"runtime"
 	"sync"
@@ -20,6 +21,12 @@ const (
 	chunkSize = 4 << 20
 	buffers   = 4
 )
+
+// writebackStarter is implemented by devices that can start flushing a
+// range early (partitions.PartIO); see StartWriteback there.
+type writebackStarter interface {
+	StartWriteback(off, n int64) error
+}
 
 type chunk struct {
 	buf []byte
@@ -36,8 +43,8 @@ type chunk struct {
 //
 // It then writes the tree at params.HashOffset, fsyncs, and checks that the
 // tree on the device is the one computed. It returns the verity root hash
-// and the "sha256:" digest of the stream.
-func writeSlot(ctx context.Context, src io.Reader, size int64, dev SlotDevice, params verity.Params, progress func(done, total int64)) ([]byte, string, error) {
+// and, when wantDigest, the "sha256:" digest of the stream.
+func writeSlot(ctx context.Context, src io.Reader, size int64, dev SlotDevice, params verity.Params, wantDigest bool, progress func(done, total int64), phase func(string)) ([]byte, string, error) {
 	builder, err := verity.NewBuilder(params)
 	if err != nil {
 		return nil, "", err
@@ -52,7 +59,13 @@ func writeSlot(ctx context.Context, src io.Reader, size int64, dev SlotDevice, p
 	}
 	toWrite := make(chan chunk, buffers)
 	toHash := make(chan chunk, buffers)
-	digest := sha256.New()
+	// The whole-stream sha256 costs a core's worth of hashing on top of the
+	// verity tree, so it is only computed when a digest is to be checked.
+	var digest hash.Hash
+	if wantDigest {
+		digest = sha256.New()
+	}
+	wb, _ := dev.(writebackStarter)
 
 	var wg sync.WaitGroup
 	// Writer.
@@ -70,6 +83,10 @@ func writeSlot(ctx context.Context, src io.Reader, size int64, dev SlotDevice, p
 				continue
 			}
 			free <- c.buf
+			if wb != nil {
+				// Errors here are only a lost hint; Sync reports real ones.
+				_ = wb.StartWriteback(c.off, int64(c.n))
+			}
 			done += int64(c.n)
 			if progress != nil {
 				progress(done, size)
@@ -119,7 +136,9 @@ func writeSlot(ctx context.Context, src io.Reader, size int64, dev SlotDevice, p
 				}
 				return fmt.Errorf("read image: %w", err)
 			}
-			digest.Write(buf[:n])
+			if digest != nil {
+				digest.Write(buf[:n])
+			}
 			toWrite <- chunk{buf: buf, off: off, n: int(n)}
 			off += n
 		}
@@ -139,6 +158,7 @@ func writeSlot(ctx context.Context, src io.Reader, size int64, dev SlotDevice, p
 		return nil, "", err
 	}
 
+	phase("stream+hash")
 	root, tree, err := builder.Finish()
 	if err != nil {
 		return nil, "", err
@@ -148,9 +168,11 @@ func writeSlot(ctx context.Context, src io.Reader, size int64, dev SlotDevice, p
 			return nil, "", fmt.Errorf("write verity tree: %w", err)
 		}
 	}
+	phase("tree")
 	if err := dev.Sync(); err != nil {
 		return nil, "", fmt.Errorf("fsync slot: %w", err)
 	}
+	phase("fsync")
 	if len(tree) > 0 {
 		back := make([]byte, len(tree))
 		if _, err := dev.ReadAt(back, int64(params.HashOffset)); err != nil {
@@ -160,5 +182,9 @@ func writeSlot(ctx context.Context, src io.Reader, size int64, dev SlotDevice, p
 			return nil, "", fmt.Errorf("%w: verity tree read back from the slot differs from the one written", ErrVerify)
 		}
 	}
-	return root, "sha256:" + hex.EncodeToString(digest.Sum(nil)), nil
+	sum := ""
+	if digest != nil {
+		sum = "sha256:" + hex.EncodeToString(digest.Sum(nil))
+	}
+	return root, sum, nil
 }

@@ -76,7 +76,7 @@ func run(bin, work, sizeStr string, runs int) error {
 	var ours, theirs []result
 	var ourRoot, theirRoot string
 	for i := 0; i < runs; i++ {
-		r, err := timed(bin, "verity", "format", data, "--salt", salt)
+		r, err := timed(bin, "verity", "format", data, "--salt", salt, "--data-blocks", strconv.FormatInt(blocks, 10))
 		if err != nil {
 			return err
 		}

@@ -196,13 +196,14 @@ func cmdInstall(g *globals, args []string) error {
 	tries := fs.Int("tries", bootloader.DefaultTries, "boots the new slot gets before falling back")
 	salt := fs.String("salt", "", "verity salt, hex (default: random)")
 	rootHash := fs.String("root-hash", "", "expected verity root hash, hex: refuse to flip if the slot differs")
+	digest := fs.String("image-digest", "", "expected sha256:HEX of the image: checked while streaming, refuse to flip on mismatch")
 	if err := g.parse(fs, args); err != nil {
 		return err
 	}
 	if *image == "" || *ver == "" || *kernel == "" {
 		return usageError{"install needs --image, --kernel and --version"}
 	}
-	req := updater.InstallRequest{Version: *ver, Tries: *tries}
+	req := updater.InstallRequest{Version: *ver, Tries: *tries, ImageDigest: *digest}
 	var err error
 	if *salt != "" {
 		if req.Salt, err = hex.DecodeString(*salt); err != nil {
@@ -255,6 +256,9 @@ func cmdInstall(g *globals, args []string) error {
 		"slot": res.Slot, "version": res.Record.Version, "bytes": res.Record.ImageSize,
 		"seconds": fmt.Sprintf("%.2f", time.Since(start).Seconds()), "verity_root": res.Record.Verity.RootHash,
 	}).Info("installed")
+	for _, t := range res.Timings {
+		g.log.WithFields(map[string]any{"phase": t.Phase, "seconds": fmt.Sprintf("%.3f", t.Duration.Seconds())}).Debug("install phase")
+	}
 	fmt.Fprintf(g.stdout, "installed %s into slot %s; %s\n", res.Record.Version, res.Slot, res.Next)
 	return nil
 }

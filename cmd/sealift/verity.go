@@ -15,8 +15,9 @@ func init() {
 }
 
 func cmdVerityFormat(g *globals, args []string) error {
-	fs := g.flagSet("verity format", "verity format FILE [--salt HEX]", false)
+	fs := g.flagSet("verity format", "verity format FILE [--salt HEX] [--data-blocks N]", false)
 	salt := fs.String("salt", "", "salt, hex (default: 32 random bytes)")
+	blocks := fs.Uint64("data-blocks", 0, "data blocks to cover (default: the whole file); the tree is written right after them")
 	if err := g.parse(fs, args); err != nil {
 		return err
 	}
@@ -32,8 +33,14 @@ func cmdVerityFormat(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if fi.Size() == 0 || fi.Size()%verity.BlockSize != 0 {
-		return fmt.Errorf("%w: %s is %d bytes, not a non-zero multiple of %d", updater.ErrBadInput, fs.Arg(0), fi.Size(), verity.BlockSize)
+	n := *blocks
+	if n == 0 {
+		if fi.Size() == 0 || fi.Size()%verity.BlockSize != 0 {
+			return fmt.Errorf("%w: %s is %d bytes, not a non-zero multiple of %d", updater.ErrBadInput, fs.Arg(0), fi.Size(), verity.BlockSize)
+		}
+		n = uint64(fi.Size() / verity.BlockSize)
+	} else if n*verity.BlockSize > uint64(fi.Size()) {
+		return fmt.Errorf("%w: --data-blocks %d is beyond the end of %s (%d bytes)", updater.ErrBadInput, n, fs.Arg(0), fi.Size())
 	}
 	var s []byte
 	if *salt != "" {
@@ -43,7 +50,7 @@ func cmdVerityFormat(g *globals, args []string) error {
 	} else if s, err = verity.NewSalt(); err != nil {
 		return err
 	}
-	p := verity.DefaultParams(uint64(fi.Size()/verity.BlockSize), s)
+	p := verity.DefaultParams(n, s)
 	root, tree, err := verity.Build(f, p, 0)
 	if err != nil {
 		return err
