@@ -165,3 +165,24 @@ func (m *memBackend) Save(f bootloader.Flags) error {
 func (m *memBackend) Simulate(f bootloader.Flags) bootloader.Decision {
 	return bootloader.SimulateModel(f)
 }
+
+// memAttrs is a GPT attribute store in memory, for the gptprio backend.
+type memAttrs struct {
+	mu    sync.Mutex
+	attrs map[bootloader.Slot]uint64
+}
+
+func (m *memAttrs) Attributes(s bootloader.Slot) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.attrs[s], nil
+}
+
+func (m *memAttrs) SetAttributes(a map[bootloader.Slot]uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for s, v := range a {
+		m.attrs[s] = v
+	}
+	return nil
+}

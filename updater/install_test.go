@@ -11,7 +11,9 @@ import (
 	"testing"
 
 	"sealift/bootloader"
+	"sealift/bootloader/gptprio"
 	"sealift/bootloader/grubenv"
+	"sealift/bootloader/sdboot"
 	"sealift/updater/state"
 )
 
@@ -26,6 +28,12 @@ var backends = []struct {
 	{"memory", func(bootloader.FS) (bootloader.Backend, error) { return newMemBackend(), nil }},
 	{"grubenv", func(esp bootloader.FS) (bootloader.Backend, error) {
 		return grubenv.New(esp), grubenv.Install(esp, bootloader.Flags{bootloader.SlotA: {}, bootloader.SlotB: {}})
+	}},
+	{"sdboot", func(esp bootloader.FS) (bootloader.Backend, error) {
+		return sdboot.New(esp), sdboot.Install(esp, bootloader.Flags{bootloader.SlotA: {}, bootloader.SlotB: {}})
+	}},
+	{"gptprio", func(bootloader.FS) (bootloader.Backend, error) {
+		return gptprio.New(&memAttrs{attrs: map[bootloader.Slot]uint64{}}), nil
 	}},
 }
 
