@@ -134,11 +134,12 @@ func TestRejects(t *testing.T) {
 		{
 			name: "transport ignoring maxLength",
 			serve: func(e *env, m fstest.MapFS) fetcher.Fetcher {
-				p := e.targetFile(name)
-				m[p].Data = append(m[p].Data, make([]byte, 1000)...)
+				// Still valid JSON, but over go-tuf's 16 KiB timestamp cap.
+				ts := m["metadata/timestamp.json"]
+				ts.Data = append(ts.Data, bytes.Repeat([]byte(" "), 20000)...)
 				return greedyFetcher{&DirFetcher{FS: m}}
 			},
-			fetch: true, want: ErrMismatch,
+			want: ErrMismatch, msg: "more than the allowed 16384",
 		},
 		{
 			name: "tampered targets.json",
