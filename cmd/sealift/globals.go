@@ -228,6 +228,10 @@ func exitCode(err error) int {
 		errors.Is(err, partitions.ErrSlotSizeMismatch),
 		errors.Is(err, partitions.ErrMounted),
 		errors.Is(err, partitions.ErrHasPartitionTable),
+		errors.Is(err, partitions.ErrUnknownDisk),
+		errors.Is(err, partitions.ErrTooSmall),
+		errors.Is(err, partitions.ErrNotEmpty),
+		errors.Is(err, partitions.ErrMisaligned),
 		errors.Is(err, bootloader.ErrNotBootable):
 		return exitBadInput
 	}

@@ -1,0 +1,52 @@
+package state
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"sealift/bootloader"
+)
+
+func TestDirRoundTrip(t *testing.T) {
+	d := Dir(filepath.Join(t.TempDir(), "nested"))
+	s, err := d.Load()
+	if err != nil || s.Pending != nil || len(s.Slots) != 0 {
+		t.Fatalf("empty load: %+v %v", s, err)
+	}
+	at := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	s.Slots[bootloader.SlotA] = &SlotRecord{Version: "v1", Verity: Verity{RootHash: "ab", DataBlocks: 3}, InstalledAt: at}
+	s.Pending = &Pending{Slot: bootloader.SlotB, Version: "v2", Phase: PhaseWriting, StartedAt: at}
+	if err := d.Save(s); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Slots[bootloader.SlotA].Version != "v1" || got.Pending.Phase != PhaseWriting || !got.Slots[bootloader.SlotA].InstalledAt.Equal(at) {
+		t.Fatalf("%+v", got)
+	}
+}
+
+func TestDirLoadErrors(t *testing.T) {
+	cases := []struct {
+		name, content, want string
+	}{
+		{"corrupt", "{not json", "corrupt"},
+		{"future schema", `{"schema": 99}`, "schema 99"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, FileName), []byte(c.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Dir(dir).Load(); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want %q", err, c.want)
+			}
+		})
+	}
+}
