@@ -134,7 +134,7 @@ func TestCLIBadInput(t *testing.T) {
 		{"missing kernel", []string{"install", "--disk", disk, "--image", r.image, "--kernel", filepath.Join(dir, "nope"), "--version", "v2"}, exitBadInput, "kernel"},
 		{"missing image", []string{"install", "--disk", disk, "--image", filepath.Join(dir, "nope"), "--kernel", r.kernel, "--version", "v2"}, exitBadInput, "image"},
 		{"disk without our layout", []string{"status", "--disk", plain}, exitBadInput, "GPT"},
-		{"unknown disk", []string{"status", "--disk", filepath.Join(dir, "missing.img")}, exitError, "missing.img"},
+		{"unknown disk", []string{"status", "--disk", filepath.Join(dir, "missing.img")}, exitBadInput, "missing.img"},
 		{"unknown command", []string{"frobnicate"}, exitUsage, "unknown command"},
 		{"bad flag", []string{"status", "--frob"}, exitUsage, "frob"},
 		{"existing table without --force", []string{"disk", "init", disk, "--size", "256M"}, exitBadInput, "partition table"},
