@@ -275,3 +275,40 @@ func TestBlockDevice4Kn(t *testing.T) {
 		t.Errorf("e2fsck -fn: %v\n%s", err, out)
 	}
 }
+
+// TestWriteRefusedWhileSlotMounted: a slot that is mounted (as the running
+// root would be) is never opened for writing, whatever the caller thinks.
+func TestWriteRefusedWhileSlotMounted(t *testing.T) {
+	requireLoop(t)
+	img := filepath.Join(t.TempDir(), "backing.img")
+	os.WriteFile(img, nil, 0o644)
+	os.Truncate(img, smallSize)
+	dev := attach(t, img, "-P")
+	if err := Create(dev, CreateOptions{Layout: smallLayout}); err != nil {
+		t.Fatalf("Create on %s: %v", dev, err)
+	}
+	d := openDisk(t, dev, true)
+	b := d.Slot(bootloader.SlotB)
+	node, _, err := d.partitionNode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(testutil.RequireTool(t, "mke2fs"), "-q", "-t", "ext4", node); err != nil {
+		t.Fatalf("mke2fs: %v: %s", err, out)
+	}
+	mount(t, node, "ext4", "ro")
+	_, err = d.OpenPartition(b)
+	wantErr(t, err, ErrMounted, "mounted")
+	// The other slot is still writable, and reading the mounted one is fine.
+	pio, err := d.OpenPartition(d.Slot(bootloader.SlotA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pio.Close()
+	ro := openDisk(t, dev, false)
+	if pio, err := ro.OpenPartition(ro.Slot(bootloader.SlotB)); err != nil {
+		t.Fatal(err)
+	} else {
+		pio.Close()
+	}
+}

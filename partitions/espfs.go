@@ -129,7 +129,7 @@ func (e *espFS) do(write bool, fn func(*fat32) error) error {
 	}
 	name, base := d.path, esp.Start
 	if d.blockDev != nil {
-		node, err := d.partitionNode(esp)
+		node, _, err := d.partitionNode(esp)
 		if err != nil {
 			return err
 		}

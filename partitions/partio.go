@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,9 +47,21 @@ func (d *Disk) OpenPartition(p Part) (*PartIO, error) {
 		return &PartIO{f: f, base: p.Start, size: p.Size, writable: d.writable,
 			name: fmt.Sprintf("%s partition %d", d.path, p.Index)}, nil
 	}
-	node, err := d.partitionNode(p)
+	node, dev, err := d.partitionNode(p)
 	if err != nil {
 		return nil, err
+	}
+	if d.writable {
+		// Defence in depth behind the updater's choice of slot: a partition
+		// that is mounted or held (dm-verity of the running root) is never
+		// opened for writing.
+		use, err := d.host.usage([]blockDev{dev})
+		if err != nil {
+			return nil, fmt.Errorf("disk %s: check whether %s is in use: %w", d.path, p, err)
+		}
+		if len(use) > 0 {
+			return nil, fmt.Errorf("disk %s: refusing to write %s: %s: %w", d.path, p, strings.Join(use, "; "), ErrMounted)
+		}
 	}
 	f, err := os.OpenFile(node, flag, 0)
 	if err != nil {
@@ -68,21 +81,22 @@ func (d *Disk) isOurPart(p Part) bool {
 
 // partitionNode resolves the device node of a partition of a block device
 // and checks that the kernel's table agrees with the GPT on disk.
-func (d *Disk) partitionNode(p Part) (string, error) {
+func (d *Disk) partitionNode(p Part) (string, blockDev, error) {
 	kparts, err := d.host.partitionsOf(d.blockDev.name)
 	if err != nil {
-		return "", fmt.Errorf("disk %s: %w", d.path, err)
+		return "", blockDev{}, fmt.Errorf("disk %s: %w", d.path, err)
 	}
 	kp, ok := kparts[p.Index]
 	if !ok {
-		return "", fmt.Errorf("disk %s: the kernel has no partition %d (%s); re-read the partition table (partx -u %s) or reboot",
+		return "", blockDev{}, fmt.Errorf("disk %s: the kernel has no partition %d (%s); re-read the partition table (partx -u %s) or reboot",
 			d.path, p.Index, p.Label, d.path)
 	}
 	if kp.start != p.Start || kp.size != p.Size {
-		return "", fmt.Errorf("disk %s: the kernel's partition %d is at %d+%d bytes but the GPT says %d+%d; re-read the partition table or reboot",
+		return "", blockDev{}, fmt.Errorf("disk %s: the kernel's partition %d is at %d+%d bytes but the GPT says %d+%d; re-read the partition table or reboot",
 			d.path, p.Index, kp.start, kp.size, p.Start, p.Size)
 	}
-	return d.host.devNode(kp.blockDev)
+	node, err := d.host.devNode(kp.blockDev)
+	return node, kp.blockDev, err
 }
 
 // Name identifies the partition in messages.
