@@ -113,7 +113,8 @@ func (c *Client) Refresh() error {
 	defer c.mu.Unlock()
 	c.up, c.targets = nil, nil
 
-	scratch, err := os.MkdirTemp(c.o.CacheDir, ".refresh-")
+	removeStale(c.o.CacheDir)
+	scratch, err := os.MkdirTemp(c.o.CacheDir, scratchPrefix)
 	if err != nil {
 		return err
 	}
@@ -202,6 +203,24 @@ func (c *Client) persist(scratch string) error {
 		}
 	}
 	return nil
+}
+
+const scratchPrefix = ".refresh-"
+
+// removeStale deletes what a crash may have left in the cache directory:
+// scratch directories and temporary files of writeFileAtomic. Only one
+// Client may use a CacheDir at a time (the node's agent is one process).
+func removeStale(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasPrefix(n, scratchPrefix) || (strings.HasPrefix(n, ".") && strings.Contains(n, ".tmp-")) {
+			os.RemoveAll(filepath.Join(dir, n))
+		}
+	}
 }
 
 // parses reports whether data is well-formed metadata of the role the

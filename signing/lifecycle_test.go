@@ -374,10 +374,16 @@ func TestCacheRecovery(t *testing.T) {
 					data = data[:len(data)/2]
 				}
 				mustDo(t, "damage", os.WriteFile(p, data, 0o600))
+				// What a crash in the middle of a refresh leaves behind.
+				mustDo(t, "stale scratch", os.MkdirAll(filepath.Join(e.cache, ".refresh-123", "x"), 0o700))
+				mustDo(t, "stale temp", os.WriteFile(filepath.Join(e.cache, ".timestamp.json.tmp-456"), nil, 0o600))
 				mustDo(t, "AddTarget", e.repo.AddTarget("b", manifestB, nil))
 				c := e.mustRefresh(f, now)
 				if ts, _ := c.Targets(); len(ts) != 2 {
 					t.Fatalf("targets %v", ts)
+				}
+				if ents, _ := os.ReadDir(e.cache); len(ents) != 4 {
+					t.Fatalf("cache not cleaned: %v", ents)
 				}
 				repaired, _ := os.ReadFile(p)
 				if !parses(damaged, repaired) {
