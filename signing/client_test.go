@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -58,6 +60,15 @@ func TestHappyPath(t *testing.T) {
 	mustDo(t, "Fetch", err)
 	if !bytes.Equal(data, manifestA) || !equalInfo(info, want) {
 		t.Fatalf("Fetch = %q %+v", data, info)
+	}
+	// Fetch kept the target in memory: the cache holds metadata only, and
+	// nothing landed in the working directory either.
+	ents, _ := os.ReadDir(e.cache)
+	if len(ents) != 4 {
+		t.Fatalf("cache after Fetch: %v", ents)
+	}
+	if _, err := os.Stat(url.PathEscape(want.Name)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Fetch wrote the target to the working directory: %v", err)
 	}
 	if _, _, err := c.Fetch("k8s-1.31/x86_64/9.9.9.json"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Fetch of unknown target: %v, want ErrNotFound", err)
@@ -305,5 +316,28 @@ func TestRejects(t *testing.T) {
 				t.Fatalf("Targets after failed Refresh: %v, want ErrNotRefreshed", err)
 			}
 		})
+	}
+}
+
+// TestFetchSizeCap: a node refuses to download a target whose signed
+// length exceeds its cap, before asking the fetcher for anything.
+func TestFetchSizeCap(t *testing.T) {
+	e := newEnv(t, InitOptions{})
+	mustDo(t, "AddTarget", e.repo.AddTarget("a", manifestA, nil))
+	rec := &recorder{f: NewDirFetcher(e.repo.Dir())}
+	c, err := NewClient(ClientOptions{
+		TrustedRoot: e.root, CacheDir: e.cache, Fetcher: rec,
+		MetadataBaseURL: "metadata", TargetBaseURL: "targets",
+		Now:             func() time.Time { return t0 },
+		MaxTargetLength: int64(len(manifestA)) - 1,
+	})
+	mustDo(t, "NewClient", err)
+	mustDo(t, "Refresh", c.Refresh())
+	n := len(rec.paths)
+	if _, _, err := c.Fetch("a"); !errors.Is(err, ErrTargetTooLarge) {
+		t.Fatalf("Fetch: %v, want ErrTargetTooLarge", err)
+	}
+	if len(rec.paths) != n {
+		t.Fatalf("Fetch asked the fetcher for %v", rec.paths[n:])
 	}
 }
