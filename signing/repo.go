@@ -782,11 +782,7 @@ func targetInfos(tfs map[string]*metadata.TargetFiles) map[string]TargetInfo {
 	return out
 }
 
-var (
-	nameElemRE  = regexp.MustCompile(`^[A-Za-z0-9._+-]+$`)
-	hashedLeaf  = regexp.MustCompile(`^[0-9a-f]{64}\.`)
-	errNameHelp = "path elements of [A-Za-z0-9._+-] separated by /"
-)
+var nameElemRE = regexp.MustCompile(`^[A-Za-z0-9._+-]+$`)
 
 // validateTargetName keeps names to what every transport can carry
 // unescaped: go-tuf concatenates the name into the download path as is, an
@@ -799,10 +795,10 @@ func validateTargetName(name string) error {
 	elems := strings.Split(name, "/")
 	for _, e := range elems {
 		if e == "" || e == "." || e == ".." || !nameElemRE.MatchString(e) {
-			return fmt.Errorf("%w: %q: %s, no empty, . or .. elements", ErrBadName, name, errNameHelp)
+			return fmt.Errorf("%w: %q: want path elements of [A-Za-z0-9._+-] separated by /, no empty, . or .. elements", ErrBadName, name)
 		}
 	}
-	if hashedLeaf.MatchString(elems[len(elems)-1]) {
+	if hashedLeafRE.MatchString(elems[len(elems)-1]) {
 		return fmt.Errorf("%w: %q: must not start with a sha256 and a dot (reserved for download paths)", ErrBadName, name)
 	}
 	return nil
