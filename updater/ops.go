@@ -79,14 +79,21 @@ func (u *Updater) Status() (*Status, error) {
 	return s, nil
 }
 
+// loadRunning loads the state and the running slot, for operations that
+// act on the running system.
+func (u *Updater) loadRunning() (*state.State, bootloader.Slot, error) {
+	st, err := u.State.Load()
+	if err != nil {
+		return nil, "", err
+	}
+	running, err := u.requireRunning(st)
+	return st, running, err
+}
+
 // MarkGood records that the running slot is healthy: the bootloader keeps
 // booting it, and a pending update into it is complete.
 func (u *Updater) MarkGood() (bootloader.Slot, error) {
-	st, err := u.State.Load()
-	if err != nil {
-		return "", err
-	}
-	running, err := u.requireRunning(st)
+	st, running, err := u.loadRunning()
 	if err != nil {
 		return "", err
 	}
@@ -100,11 +107,7 @@ func (u *Updater) MarkGood() (bootloader.Slot, error) {
 // MarkBad records that the running slot failed, so the next boot falls
 // back to the other slot.
 func (u *Updater) MarkBad(reason string) (bootloader.Slot, error) {
-	st, err := u.State.Load()
-	if err != nil {
-		return "", err
-	}
-	running, err := u.requireRunning(st)
+	st, running, err := u.loadRunning()
 	if err != nil {
 		return "", err
 	}
@@ -119,11 +122,7 @@ func (u *Updater) MarkBad(reason string) (bootloader.Slot, error) {
 // Rollback makes the other slot, which must have booted successfully
 // before, the next boot target. The running slot stays as its fallback.
 func (u *Updater) Rollback() (bootloader.Slot, error) {
-	st, err := u.State.Load()
-	if err != nil {
-		return "", err
-	}
-	running, err := u.requireRunning(st)
+	st, running, err := u.loadRunning()
 	if err != nil {
 		return "", err
 	}

@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"sealift/bootloader"
 	"sealift/bootloader/gptprio"
 	"sealift/bootloader/grubenv"
@@ -274,8 +276,13 @@ func readInput(what, path string) ([]byte, error) {
 	return b, nil
 }
 
-func cmdMarkGood(g *globals, args []string) error {
-	fs := g.flagSet("mark-good", "mark-good [--disk DISK]", true)
+// onDisk parses a disk command's flags, opens the disk for writing and
+// runs op on its updater.
+func onDisk(g *globals, args []string, name, usage string, extra func(*pflag.FlagSet), op func(*updater.Updater) (string, error)) error {
+	fs := g.flagSet(name, usage, true)
+	if extra != nil {
+		extra(fs)
+	}
 	if err := g.parse(fs, args); err != nil {
 		return err
 	}
@@ -284,67 +291,48 @@ func cmdMarkGood(g *globals, args []string) error {
 		return err
 	}
 	defer s.Close()
-	slot, err := s.up.MarkGood()
+	msg, err := op(s.up)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "slot %s marked good\n", slot)
+	fmt.Fprintln(g.stdout, msg)
 	return nil
+}
+
+func cmdMarkGood(g *globals, args []string) error {
+	return onDisk(g, args, "mark-good", "mark-good [--disk DISK]", nil, func(u *updater.Updater) (string, error) {
+		slot, err := u.MarkGood()
+		return fmt.Sprintf("slot %s marked good", slot), err
+	})
 }
 
 func cmdMarkBad(g *globals, args []string) error {
-	fs := g.flagSet("mark-bad", "mark-bad [--disk DISK] [--reason TEXT]", true)
-	reason := fs.String("reason", "marked bad by operator", "why, recorded in status")
-	if err := g.parse(fs, args); err != nil {
-		return err
-	}
-	s, err := g.open(true)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	slot, err := s.up.MarkBad(*reason)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(g.stdout, "slot %s marked bad; the next boot falls back to %s\n", slot, slot.Other())
-	return nil
+	var reason *string
+	return onDisk(g, args, "mark-bad", "mark-bad [--disk DISK] [--reason TEXT]",
+		func(fs *pflag.FlagSet) {
+			reason = fs.String("reason", "marked bad by operator", "why, recorded in status")
+		},
+		func(u *updater.Updater) (string, error) {
+			slot, err := u.MarkBad(*reason)
+			return fmt.Sprintf("slot %s marked bad; the next boot falls back to %s", slot, slot.Other()), err
+		})
 }
 
 func cmdRollback(g *globals, args []string) error {
-	fs := g.flagSet("rollback", "rollback [--disk DISK]", true)
-	if err := g.parse(fs, args); err != nil {
-		return err
-	}
-	s, err := g.open(true)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	to, err := s.up.Rollback()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(g.stdout, "next boot: %s (rollback)\n", to)
-	return nil
+	return onDisk(g, args, "rollback", "rollback [--disk DISK]", nil, func(u *updater.Updater) (string, error) {
+		to, err := u.Rollback()
+		return fmt.Sprintf("next boot: %s (rollback)", to), err
+	})
 }
 
 func cmdCancel(g *globals, args []string) error {
-	fs := g.flagSet("cancel", "cancel [--disk DISK]", true)
-	if err := g.parse(fs, args); err != nil {
-		return err
-	}
-	s, err := g.open(true)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	p, err := s.up.Cancel()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(g.stdout, "cancelled the update to %s in slot %s\n", p.Version, p.Slot)
-	return nil
+	return onDisk(g, args, "cancel", "cancel [--disk DISK]", nil, func(u *updater.Updater) (string, error) {
+		p, err := u.Cancel()
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("cancelled the update to %s in slot %s", p.Version, p.Slot), nil
+	})
 }
 
 func cmdBootSimulate(g *globals, args []string) error {
