@@ -249,8 +249,11 @@ func cmdInstall(g *globals, args []string) error {
 	defer s.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	report, finish := g.progress("installing " + *ver)
+	req.Progress = report
 	start := time.Now()
 	res, err := s.up.Install(ctx, req)
+	finish()
 	if err != nil {
 		return err
 	}
