@@ -67,7 +67,7 @@ func (p *RegistryPublisher) PushImage(ctx context.Context, img v1.Image, tag str
 		return "", nil, err
 	}
 	if err := remote.Write(p.repo.Tag(tag), img, p.options(ctx)...); err != nil {
-		return "", nil, fmt.Errorf("oci: push %s:%s: %w", p.repo, tag, err)
+		return "", nil, fmt.Errorf("oci: push %s:%s: %w", p.repo, tag, explainPlainHTTP(err))
 	}
 	return digestOf(manifest), manifest, nil
 }

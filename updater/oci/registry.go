@@ -241,10 +241,20 @@ func (e *endpoint) transport(ctx context.Context) (http.RoundTripper, error) {
 	}
 	rt, err := transport.NewWithContext(ctx, e.repo.Registry, e.auth, e.base, []string{e.repo.Scope(transport.PullScope)})
 	if err != nil {
-		return nil, err
+		return nil, explainPlainHTTP(err)
 	}
 	e.rt = rt
 	return rt, nil
+}
+
+// explainPlainHTTP marks the error Go's client gives when an HTTPS request
+// reaches a plain-HTTP server (it has no type to test for) as ErrPlainHTTP,
+// which says what to do about it and stops retries.
+func explainPlainHTTP(err error) error {
+	if err != nil && !errors.Is(err, ErrPlainHTTP) && strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
+		return fmt.Errorf("%w: %w", ErrPlainHTTP, err)
+	}
+	return err
 }
 
 // StatusError is an HTTP error answer from a registry.
@@ -455,7 +465,7 @@ func (r *Registry) get(ctx context.Context, e *endpoint, path, accept, rangeHdr 
 	resp, err := (&http.Client{Transport: rt}).Do(req)
 	if err != nil {
 		cancel(nil)
-		return nil, err
+		return nil, explainPlainHTTP(err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		defer cancel(nil)
@@ -624,7 +634,10 @@ func (b *resumingBlob) Read(p []byte) (int, error) {
 
 // reopen asks the same endpoint for the rest of the blob.
 func (b *resumingBlob) reopen() error {
-	resp, err := b.r.get(b.ctx, b.ep, "blobs/"+b.digest, "", "bytes="+strconv.FormatInt(b.n, 10)+"-")
+	// Both ends spelled out: some registries (go-containerregistry's)
+	// refuse the open-ended form.
+	rng := "bytes=" + strconv.FormatInt(b.n, 10) + "-" + strconv.FormatInt(b.size-1, 10)
+	resp, err := b.r.get(b.ctx, b.ep, "blobs/"+b.digest, "", rng)
 	if err != nil {
 		return err
 	}
