@@ -26,7 +26,10 @@ type InstallRequest struct {
 	// streamed bytes before the flip and recorded. Left empty, no digest is
 	// computed: the verity root hash identifies the content.
 	ImageDigest string
-	Boot        bootloader.BootFiles // Version is filled in from Version
+	// ManifestDigest is the signed release manifest the image came from,
+	// recorded for status; empty for a local install.
+	ManifestDigest string
+	Boot           bootloader.BootFiles // Version is filled in from Version
 	// Tries is how many boots the new slot gets; 0 means the default.
 	Tries int
 	// Salt for the verity tree; nil draws a random one.
@@ -178,9 +181,10 @@ func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResu
 		return nil, fmt.Errorf("%w: verity root hash of slot %s is %x, the release says %x", ErrVerify, tgt, root, req.ExpectedRoot)
 	}
 	rec := state.SlotRecord{
-		Version:     req.Version,
-		ImageDigest: req.ImageDigest,
-		ImageSize:   req.ImageSize,
+		Version:        req.Version,
+		ImageDigest:    req.ImageDigest,
+		ManifestDigest: req.ManifestDigest,
+		ImageSize:      req.ImageSize,
 		Verity: state.Verity{
 			RootHash:   hex.EncodeToString(root),
 			Salt:       hex.EncodeToString(params.Salt),

@@ -1,30 +1,40 @@
 // Command sealift-demo walks through the main job of sealift on a disk
 // image, running the real sealift binary and printing each command and the
-// status after it. It needs nothing but the binary and mke2fs.
+// status after it: a publisher signs and publishes releases to a registry
+// (an in-process one on 127.0.0.1 unless --registry names another), and a
+// node updates from it. It needs nothing but the binary and mke2fs.
 package main
 
 import (
 	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/spf13/pflag"
 )
 
 func main() {
 	bin := pflag.String("sealift", "bin/sealift", "sealift binary to demonstrate")
-	work := pflag.String("workdir", "", "directory for the disk image and releases (default: a temp dir, removed afterwards)")
+	work := pflag.String("workdir", "", "directory for the disk image, keys and releases (default: a temp dir, removed afterwards)")
 	backend := pflag.String("boot-backend", "grubenv", "boot backend to demonstrate: gptprio, grubenv or sdboot")
+	repo := pflag.String("registry", "", "registry repository to publish to, e.g. 127.0.0.1:5000/os/demo (default: an in-process registry on 127.0.0.1)")
+	insecure := pflag.Bool("insecure", true, "plain HTTP to --registry")
 	pflag.Parse()
-	if err := run(*bin, *work, *backend); err != nil {
+	if err := run(*bin, *work, *backend, *repo, *insecure); err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin, work, backend string) error {
+func run(bin, work, backend, repository string, insecure bool) error {
 	bin, err := filepath.Abs(bin)
 	if err != nil {
 		return err
@@ -37,9 +47,23 @@ func run(bin, work, backend string) error {
 		defer os.RemoveAll(dir)
 		work = dir
 	}
+	if repository == "" {
+		// go-containerregistry's registry, on loopback only.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
+		go srv.Serve(ln)
+		defer srv.Close()
+		repository = ln.Addr().String() + "/sealift/demo"
+		insecure = true
+	}
 	disk := filepath.Join(work, "disk.img")
-	os.Remove(disk)
-	os.RemoveAll(disk + ".sealift")
+	tuf := filepath.Join(work, "tuf")
+	for _, p := range []string{disk, disk + ".sealift", tuf, filepath.Join(work, "releases"), filepath.Join(work, "node")} {
+		os.RemoveAll(p)
+	}
 
 	step := func(title string) { fmt.Printf("\n==> %s\n", title) }
 	sealift := func(args ...string) error {
@@ -51,39 +75,64 @@ func run(bin, work, backend string) error {
 		}
 		return nil
 	}
+	dest := []string{"--repository", repository}
+	if insecure {
+		dest = append(dest, "--insecure")
+	}
+	layout := filepath.Join(work, "releases")
+	build := func(v string) error {
+		d := filepath.Join(work, "src", v)
+		return sealift("release", "build", filepath.Join(d, "root.img"), "--kernel", filepath.Join(d, "vmlinuz"),
+			"--initrd", filepath.Join(d, "initrd.img"), "--cmdline", "console=ttyS0 ro",
+			"--version", v, "--variant", "demo", "--arch", "x86_64", "--out", layout, "--chunk-size", "4M")
+	}
+	publish := func(v string) error {
+		return sealift(append([]string{"release", "publish", "--tuf", tuf, "--from", layout, "--version", v}, dest...)...)
+	}
+	node := filepath.Join(work, "node")
+	cfg := filepath.Join(node, "config.toml")
+	nodeCmd := func(args ...string) error { return sealift(append(args, "--disk", disk, "--config", cfg)...) }
 	status := func() error { return sealift("status", "--disk", disk) }
+	boot := func() error { return sealift("boot", "simulate", "--disk", disk, "--apply") }
 
-	step("two releases: small ext4 root images with a version file, a kernel and an initrd")
-	for _, v := range []string{"v1", "v2"} {
-		if err := makeRelease(work, v); err != nil {
+	step("the publisher: signing keys and metadata (TUF), and two releases built from small ext4 root images")
+	for _, v := range []string{"1.0.0", "1.1.0"} {
+		if err := makeRelease(filepath.Join(work, "src"), v); err != nil {
 			return err
 		}
-		fmt.Printf("built %s\n", filepath.Join(work, v))
-	}
-	install := func(v string) error {
-		d := filepath.Join(work, v)
-		return sealift("install", "--disk", disk, "--version", v,
-			"--image", filepath.Join(d, "root.img"), "--kernel", filepath.Join(d, "vmlinuz"),
-			"--initrd", filepath.Join(d, "initrd.img"), "--cmdline", "console=ttyS0 ro")
 	}
 	steps := []struct {
 		title string
 		do    []func() error
 	}{
-		{"create the A/B disk", []func() error{func() error {
-			return sealift("disk", "init", disk, "--size", "1G", "--root-size", "128M", "--boot-backend", backend)
-		}, status}},
-		{"install v1: it goes into slot A", []func() error{func() error { return install("v1") }, status}},
-		{"boot: the bootloader tries A", []func() error{func() error { return sealift("boot", "simulate", "--disk", disk, "--apply") }}},
-		{"A is healthy: mark it good", []func() error{func() error { return sealift("mark-good", "--disk", disk) }, status}},
-		{"install v2: it goes into the inactive slot B, A stays the fallback", []func() error{func() error { return install("v2") }, status}},
-		{"reboot: the bootloader tries B and spends a try", []func() error{func() error { return sealift("boot", "simulate", "--disk", disk, "--apply") }, status}},
-		{"B is healthy: mark it good", []func() error{func() error { return sealift("mark-good", "--disk", disk) }, status}},
-		{"operator rolls back to v1", []func() error{func() error { return sealift("rollback", "--disk", disk) }, status}},
-		{"reboot: A again, B stays as fallback", []func() error{func() error { return sealift("boot", "simulate", "--disk", disk, "--apply") }, status}},
+		{"", []func() error{
+			func() error { return sealift("repo", "init", tuf) },
+			func() error { return build("1.0.0") },
+			func() error { return build("1.1.0") },
+		}},
+		{"publish 1.0.0 to the registry " + repository, []func() error{func() error { return publish("1.0.0") }}},
+		{"the node: an A/B disk and a config that trusts the repository's root", []func() error{
+			func() error {
+				return sealift("disk", "init", disk, "--size", "1G", "--root-size", "128M", "--boot-backend", backend)
+			},
+			func() error { return writeNodeConfig(node, tuf, repository, insecure) },
+		}},
+		{"first update: 1.0.0 goes into slot A", []func() error{func() error { return nodeCmd("update") }, boot,
+			func() error { return sealift("mark-good", "--disk", disk) }, status}},
+		{"publish 1.1.0; the node checks", []func() error{func() error { return publish("1.1.0") },
+			func() error { return nodeCmd("check") }}},
+		{"update: 1.1.0 streams from the registry into slot B, verified against the signed verity root", []func() error{
+			func() error { return nodeCmd("update") }, status}},
+		{"reboot: the bootloader tries B", []func() error{boot, status}},
+		{"B is healthy: mark it good; nothing newer to take", []func() error{
+			func() error { return sealift("mark-good", "--disk", disk) }, func() error { return nodeCmd("check") }, status}},
+		{"operator rolls back to 1.0.0, and the next boot runs A", []func() error{
+			func() error { return sealift("rollback", "--disk", disk) }, boot, status}},
 	}
 	for _, s := range steps {
-		step(s.title)
+		if s.title != "" {
+			step(s.title)
+		}
 		for _, f := range s.do {
 			if err := f(); err != nil {
 				return err
@@ -92,6 +141,40 @@ func run(bin, work, backend string) error {
 	}
 	fmt.Println("\ndemo complete")
 	return nil
+}
+
+// writeNodeConfig writes the node's config.toml and ships the trusted root
+// beside it, as an OS image would.
+func writeNodeConfig(dir, tuf, repository string, insecure bool) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	roots, _ := filepath.Glob(filepath.Join(tuf, "metadata", "*.root.json"))
+	if len(roots) == 0 {
+		return fmt.Errorf("no root.json in %s", tuf)
+	}
+	sort.Strings(roots)
+	root, err := os.ReadFile(roots[len(roots)-1])
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "root.json"), root, 0o644); err != nil {
+		return err
+	}
+	cfg := fmt.Sprintf(`[source]
+repository = %q
+insecure = %v
+
+[trust]
+root = "root.json"
+cache_dir = "tuf-cache"
+
+[node]
+variant = "demo"
+arch = "x86_64"
+`, repository, insecure)
+	fmt.Printf("node config %s:\n%s", filepath.Join(dir, "config.toml"), cfg)
+	return os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644)
 }
 
 // makeRelease builds WORK/V/{root.img,vmlinuz,initrd.img}. The root image

@@ -29,13 +29,13 @@ func mustCLI(t *testing.T, args ...string) string {
 	return out
 }
 
-type release struct{ image, kernel, initrd string }
+type localRelease struct{ image, kernel, initrd string }
 
-func makeRelease(t *testing.T, dir string, seed int64, size int) release {
+func makeRelease(t *testing.T, dir string, seed int64, size int) localRelease {
 	t.Helper()
 	img := make([]byte, size)
 	rand.New(rand.NewSource(seed)).Read(img)
-	r := release{filepath.Join(dir, "root.img"), filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd.img")}
+	r := localRelease{filepath.Join(dir, "root.img"), filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd.img")}
 	for p, b := range map[string][]byte{r.image: img, r.kernel: []byte("kernel"), r.initrd: []byte("initrd")} {
 		if err := os.WriteFile(p, b, 0o644); err != nil {
 			t.Fatal(err)
@@ -53,7 +53,7 @@ func status(t *testing.T, disk string) updater.Status {
 	return st
 }
 
-func install(t *testing.T, disk string, r release, version string, extra ...string) (int, string) {
+func install(t *testing.T, disk string, r localRelease, version string, extra ...string) (int, string) {
 	t.Helper()
 	args := append([]string{"install", "--disk", disk, "--image", r.image, "--kernel", r.kernel,
 		"--initrd", r.initrd, "--cmdline", "console=ttyS0", "--version", version, "--log-level", "error"}, extra...)

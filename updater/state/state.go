@@ -32,11 +32,14 @@ type Verity struct {
 
 // SlotRecord describes the release a slot holds.
 type SlotRecord struct {
-	Version     string    `json:"version"`
-	ImageDigest string    `json:"image_digest"`
-	ImageSize   int64     `json:"image_size"`
-	Verity      Verity    `json:"verity"`
-	InstalledAt time.Time `json:"installed_at"`
+	Version     string `json:"version"`
+	ImageDigest string `json:"image_digest,omitempty"`
+	// ManifestDigest is the signed release manifest ("sha256:...") the
+	// slot was installed from; empty for a local image.
+	ManifestDigest string    `json:"manifest_digest,omitempty"`
+	ImageSize      int64     `json:"image_size"`
+	Verity         Verity    `json:"verity"`
+	InstalledAt    time.Time `json:"installed_at"`
 }
 
 // Phase of the update in flight.

@@ -1,0 +1,23 @@
+package main
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+)
+
+// runReboot runs the configured reboot command. It is a command, not a
+// syscall, so that the init system shuts services down properly and tests
+// can substitute a harmless one.
+func runReboot(g *globals, command string) error {
+	args := strings.Fields(command)
+	if len(args) == 0 {
+		return usageError{"empty --reboot-command"}
+	}
+	g.log.WithField("command", command).Info("rebooting into the new slot")
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("reboot command %q: %v: %s", command, err, out)
+	}
+	return nil
+}

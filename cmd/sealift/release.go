@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"sealift/signing"
+	"sealift/updater"
+	"sealift/updater/config"
+	"sealift/updater/oci"
+	"sealift/updater/release"
+)
+
+func init() {
+	register(command{"release build", "build a release (chunked root image, kernel, initrd, verity) into an OCI layout", cmdReleaseBuild})
+	register(command{"release publish", "push a built release and sign it into the TUF repository", cmdReleasePublish})
+	register(command{"release recall", "mark a published release recalled (nodes never take it; nodes on it move off it)", cmdReleaseRecall})
+	register(command{"check", "refresh signed metadata and say which release this node may take", cmdCheck})
+	register(command{"update", "download, verify and install the newest release into the inactive slot", cmdUpdate})
+}
+
+func cmdReleaseBuild(g *globals, args []string) error {
+	fs := g.flagSet("release build", "release build ROOT.img --kernel F [--initrd F] [--cmdline S] --version V --variant N [--arch A] --out LAYOUT", false)
+	kernel := fs.String("kernel", "", "kernel image")
+	initrd := fs.String("initrd", "", "initramfs (optional)")
+	cmdline := fs.String("cmdline", "", "kernel command line of the release")
+	ver := fs.String("version", "", "release version")
+	variant := fs.String("variant", "", "OS variant (e.g. k8s-1.31)")
+	arch := fs.String("arch", config.GoArchToOS("amd64"), "architecture")
+	out := fs.String("out", "", "OCI image layout directory to write (created or appended to)")
+	chunk := fs.String("chunk-size", "32M", "uncompressed chunk size")
+	salt := fs.String("salt", "", "verity salt, hex (default: random)")
+	level := fs.Int("zstd-level", 3, "zstd level 1-22")
+	if err := g.parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || *kernel == "" || *ver == "" || *variant == "" || *out == "" {
+		return usageError{"release build needs ROOT.img, --kernel, --version, --variant and --out"}
+	}
+	cs, err := parseSizeFlag("chunk-size", *chunk, false)
+	if err != nil {
+		return err
+	}
+	o := release.BuildOptions{RootImage: fs.Arg(0), Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline,
+		Version: *ver, Variant: *variant, Arch: *arch, ChunkSize: cs, ZstdLevel: *level}
+	if *salt != "" {
+		if o.Salt, err = hex.DecodeString(*salt); err != nil {
+			return usageError{fmt.Sprintf("--salt: %v", err)}
+		}
+	}
+	start := time.Now()
+	img, cfg, err := release.Build(o)
+	if err != nil {
+		return fmt.Errorf("%w: %v", updater.ErrBadInput, err)
+	}
+	pub, err := oci.NewLayoutPublisher(*out)
+	if err != nil {
+		return err
+	}
+	digest, _, err := pub.PushImage(context.Background(), img, cfg.Version)
+	if err != nil {
+		return err
+	}
+	g.log.WithFields(map[string]any{"seconds": fmt.Sprintf("%.2f", time.Since(start).Seconds())}).Debug("built")
+	fmt.Fprintf(g.stdout, "built %s (%s/%s) into %s\nmanifest:    %s\nverity root: %s\n", cfg.Version, cfg.Variant, cfg.Arch, *out, digest, cfg.Root.Verity.RootHash)
+	return nil
+}
+
+func cmdReleasePublish(g *globals, args []string) error {
+	fs := g.flagSet("release publish", "release publish --tuf DIR --from LAYOUT --version V (--repository R | --layout DIR)", false)
+	tufDir := fs.String("tuf", "", "TUF repository directory (sealift repo init)")
+	from := fs.String("from", "", "OCI layout written by 'release build'")
+	ver := fs.String("version", "", "version (tag) of the release in --from")
+	var dest registryFlags
+	dest.add(fs, "registry repository to publish to, e.g. registry.example.com/os/node")
+	if err := g.parse(fs, args); err != nil {
+		return err
+	}
+	if *tufDir == "" || *from == "" || *ver == "" {
+		return usageError{"release publish needs --tuf, --from and --version"}
+	}
+	img, err := imageFromLayout(*from, *ver)
+	if err != nil {
+		return err
+	}
+	raw, err := img.RawConfigFile()
+	if err != nil {
+		return err
+	}
+	cfg, err := release.ParseConfig(raw)
+	if err != nil {
+		return fmt.Errorf("%w: %s in %s is not a sealift release: %v", updater.ErrBadInput, *ver, *from, err)
+	}
+	repo, err := signing.OpenRepo(*tufDir, nil)
+	if err != nil {
+		return err
+	}
+	pub, err := dest.publisher()
+	if err != nil {
+		return err
+	}
+	target, digest, err := updater.PublishRelease(context.Background(), pub, repo, img, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "published %s to %s\nsigned target: %s\nmanifest:      %s\n", cfg.Version, pub, target, digest)
+	return nil
+}
+
+func cmdReleaseRecall(g *globals, args []string) error {
+	fs := g.flagSet("release recall", "release recall VERSION --tuf DIR --variant N [--arch A] [--undo] (--repository R | --layout DIR)", false)
+	tufDir := fs.String("tuf", "", "TUF repository directory")
+	variant := fs.String("variant", "", "OS variant")
+	arch := fs.String("arch", config.GoArchToOS("amd64"), "architecture")
+	undo := fs.Bool("undo", false, "lift the recall")
+	var dest registryFlags
+	dest.add(fs, "registry repository to push the new metadata to")
+	if err := g.parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || *tufDir == "" || *variant == "" {
+		return usageError{"release recall needs VERSION, --tuf and --variant"}
+	}
+	repo, err := signing.OpenRepo(*tufDir, nil)
+	if err != nil {
+		return err
+	}
+	pub, err := dest.publisher()
+	if err != nil {
+		return err
+	}
+	target := updater.TargetName(*variant, *arch, fs.Arg(0))
+	if err := updater.SetRecalled(context.Background(), pub, repo, target, !*undo); err != nil {
+		return err
+	}
+	verb := "recalled"
+	if *undo {
+		verb = "un-recalled"
+	}
+	fmt.Fprintf(g.stdout, "%s %s\n", verb, target)
+	return nil
+}
+
+// nodeFlags are the flags of the node commands that read the config.
+type nodeFlags struct {
+	configPath     string
+	allowDowngrade bool
+}
+
+func (n *nodeFlags) load() (*config.Config, error) {
+	c, err := config.Load(n.configPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", updater.ErrBadInput, err)
+	}
+	return c, nil
+}
+
+func cmdCheck(g *globals, args []string) error {
+	fs := g.flagSet("check", "check [--config FILE] [--disk DISK] [--json]", true)
+	var n nodeFlags
+	fs.StringVar(&n.configPath, "config", config.DefaultPath, "node config")
+	fs.BoolVar(&n.allowDowngrade, "allow-downgrade", false, "consider releases older than the running one")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := g.parse(fs, args); err != nil {
+		return err
+	}
+	c, err := n.load()
+	if err != nil {
+		return err
+	}
+	s, err := g.open(false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	src, err := nodeSource(c)
+	if err != nil {
+		return err
+	}
+	trust, err := nodeTrust(context.Background(), c, src)
+	if err != nil {
+		return err
+	}
+	res, err := s.up.Check(trust, updater.CheckOptions{Variant: c.Node.Variant, Arch: c.Node.Arch, AllowDowngrade: n.allowDowngrade})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	running := res.Running
+	if running == "" {
+		running = "none"
+	}
+	fmt.Fprintf(g.stdout, "running:  %s\n", running)
+	if res.Newest != nil {
+		fmt.Fprintf(g.stdout, "newest:   %s (%s)\n", res.Newest.Meta.Version, res.Newest.Target)
+	}
+	if res.Take != nil {
+		fmt.Fprintf(g.stdout, "update:   %s: %s\n", res.Take.Meta.Version, res.Reason)
+	} else {
+		fmt.Fprintf(g.stdout, "update:   none: %s\n", res.Reason)
+	}
+	return nil
+}
+
+func cmdUpdate(g *globals, args []string) error {
+	fs := g.flagSet("update", "update [--config FILE] [--disk DISK] [--allow-downgrade] [--reboot]", true)
+	var n nodeFlags
+	fs.StringVar(&n.configPath, "config", config.DefaultPath, "node config")
+	fs.BoolVar(&n.allowDowngrade, "allow-downgrade", false, "install a release older than the running one")
+	reboot := fs.Bool("reboot", false, "reboot into the new slot when the update is staged")
+	rebootCmd := fs.String("reboot-command", "systemctl reboot", "command --reboot runs")
+	if err := g.parse(fs, args); err != nil {
+		return err
+	}
+	c, err := n.load()
+	if err != nil {
+		return err
+	}
+	s, err := g.open(true)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	src, err := nodeSource(c)
+	if err != nil {
+		return err
+	}
+	trust, err := nodeTrust(ctx, c, src)
+	if err != nil {
+		return err
+	}
+	report, finish := g.progress("updating")
+	res, ir, err := s.up.Update(ctx, trust, src, updater.UpdateOptions{
+		CheckOptions: updater.CheckOptions{Variant: c.Node.Variant, Arch: c.Node.Arch, AllowDowngrade: n.allowDowngrade},
+		Tries:        c.Update.Tries,
+		Progress:     report,
+	})
+	finish()
+	if errors.Is(err, updater.ErrNoRelease) {
+		fmt.Fprintf(g.stdout, "no update: %s\n", res.Reason)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	g.log.WithFields(map[string]any{"version": ir.Record.Version, "slot": ir.Slot, "manifest": ir.Record.ManifestDigest,
+		"verity_root": ir.Record.Verity.RootHash}).Info("update staged")
+	fmt.Fprintf(g.stdout, "installed %s into slot %s (%s); %s\n", ir.Record.Version, ir.Slot, res.Reason, ir.Next)
+	if *reboot {
+		s.Close()
+		return runReboot(g, *rebootCmd)
+	}
+	return nil
+}

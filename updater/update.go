@@ -1,0 +1,130 @@
+package updater
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"sealift/bootloader"
+	"sealift/updater/release"
+	"sealift/updater/state"
+)
+
+// runningVersion is the version the node runs now: the running slot's
+// release, or on a never-booted image the release the bootloader would
+// pick.
+func (u *Updater) runningVersion(st *state.State) (string, error) {
+	s, ok, err := u.running(st)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		flags, err := u.Boot.Load()
+		if err != nil {
+			return "", fmt.Errorf("read boot flags: %w", err)
+		}
+		if s, ok = flags.Preferred(); !ok {
+			return "", nil
+		}
+	}
+	if r := st.Slots[s]; r != nil {
+		return r.Version, nil
+	}
+	return "", nil
+}
+
+// Check refreshes the signed metadata (root, timestamp, snapshot, targets)
+// and decides which release, if any, this node should take.
+func (u *Updater) Check(trust Trust, o CheckOptions) (*CheckResult, error) {
+	st, err := u.State.Load()
+	if err != nil {
+		return nil, err
+	}
+	running, err := u.runningVersion(st)
+	if err != nil {
+		return nil, err
+	}
+	if err := trust.Refresh(); err != nil {
+		return nil, fmt.Errorf("refresh signed metadata: %w", err)
+	}
+	targets, err := trust.Targets()
+	if err != nil {
+		return nil, err
+	}
+	return decide(targets, running, o)
+}
+
+// UpdateOptions configures Update.
+type UpdateOptions struct {
+	CheckOptions
+	Tries    int
+	Progress func(done, total int64)
+}
+
+// Update checks for a release and installs it into the inactive slot:
+// the release manifest is the signed TUF target (its length and sha256
+// are checked by the TUF client), the config and every chunk are fetched
+// by digest and checked, the chunks are streamed into the slot, and the
+// verity root hash of what was written must equal the one in the signed
+// release before the boot flags flip. It returns ErrNoRelease (wrapped
+// with the reason) when there is nothing to take.
+func (u *Updater) Update(ctx context.Context, trust Trust, blobs release.BlobFetcher, o UpdateOptions) (*CheckResult, *InstallResult, error) {
+	res, err := u.Check(trust, o.CheckOptions)
+	if err != nil {
+		return nil, nil, err
+	}
+	if res.Take == nil {
+		return res, nil, fmt.Errorf("%w: %s", ErrNoRelease, res.Reason)
+	}
+	take := res.Take
+	manifest, info, err := trust.Fetch(take.Target)
+	if err != nil {
+		return res, nil, fmt.Errorf("fetch signed release manifest %s: %w", take.Target, err)
+	}
+	rel, err := release.Fetch(ctx, manifest, blobs)
+	if err != nil {
+		return res, nil, fmt.Errorf("%w: release %s: %v", ErrVerify, take.Meta.Version, err)
+	}
+	if rel.ManifestDigest != "sha256:"+info.SHA256 {
+		return res, nil, fmt.Errorf("%w: manifest digest %s is not the signed sha256:%s", ErrVerify, rel.ManifestDigest, info.SHA256)
+	}
+	// The signed target metadata chose this release; its own config must
+	// describe the same release, or a mislabelled artifact could slip in.
+	c := rel.Config
+	if c.Version != take.Meta.Version || c.Variant != take.Meta.Variant || c.Arch != take.Meta.Arch {
+		return res, nil, fmt.Errorf("%w: release config says %s/%s %s, the signed target says %s/%s %s",
+			ErrVerify, c.Variant, c.Arch, c.Version, take.Meta.Variant, take.Meta.Arch, take.Meta.Version)
+	}
+	kernel, err := rel.ReadKernel(ctx, blobs)
+	if err != nil {
+		return res, nil, fmt.Errorf("%w: kernel: %v", ErrVerify, err)
+	}
+	var initrd []byte
+	if rel.Initrd != nil {
+		if initrd, err = rel.ReadInitrd(ctx, blobs); err != nil {
+			return res, nil, fmt.Errorf("%w: initrd: %v", ErrVerify, err)
+		}
+	}
+	params, root := c.VerityParams()
+	rr := rel.RootReader(ctx, blobs)
+	defer rr.Close()
+	ir, err := u.Install(ctx, InstallRequest{
+		Image:          rr,
+		ImageSize:      c.Root.Size,
+		Version:        c.Version,
+		ManifestDigest: rel.ManifestDigest,
+		Boot:           bootloader.BootFiles{Kernel: kernel, Initrd: initrd, Cmdline: c.Cmdline},
+		Tries:          o.Tries,
+		Salt:           params.Salt,
+		ExpectedRoot:   root,
+		Progress:       o.Progress,
+	})
+	if err != nil {
+		if errors.Is(err, release.ErrDigestMismatch) || errors.Is(err, release.ErrSizeMismatch) ||
+			errors.Is(err, release.ErrCorrupt) || errors.Is(err, release.ErrInvalid) {
+			err = fmt.Errorf("%w: %w", ErrVerify, err)
+		}
+		return res, nil, err
+	}
+	return res, ir, nil
+}
