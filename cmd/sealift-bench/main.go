@@ -9,7 +9,11 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"log"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/spf13/pflag"
 
 	"sealift/bootloader"
@@ -145,14 +150,24 @@ func run(bin, work, sizeStr string, runs int) error {
 	}
 	io, id := median(inst), median(dds)
 
+	// 3. Update from a registry on loopback vs dd of the same uncompressed bytes.
+	upd, udd, err := benchUpdate(bin, work, data, size, runs)
+	if err != nil {
+		return err
+	}
+	uo, ud := median(upd), median(udd)
+
 	fmt.Println()
 	fmt.Printf("%-34s %10s %10s %8s %12s\n", "measurement", "sealift", "baseline", "ratio", "sealift RSS")
 	fmt.Printf("%-34s %9.2fs %9.2fs %7.2fx %9d MiB\n", "verity tree vs veritysetup format", vo.elapsed.Seconds(), vt.elapsed.Seconds(),
 		vt.elapsed.Seconds()/vo.elapsed.Seconds(), maxRSS(ours)>>20)
 	fmt.Printf("%-34s %9.2fs %9.2fs %7.2fx %9d MiB\n", "install vs dd conv=fsync", io.elapsed.Seconds(), id.elapsed.Seconds(),
 		io.elapsed.Seconds()/id.elapsed.Seconds(), maxRSS(inst)>>20)
+	fmt.Printf("%-34s %9.2fs %9.2fs %7.2fx %9d MiB\n", "update from registry vs dd", uo.elapsed.Seconds(), ud.elapsed.Seconds(),
+		uo.elapsed.Seconds()/ud.elapsed.Seconds(), maxRSS(upd)>>20)
 	fmt.Println("\nverity ratio: veritysetup time / sealift time (higher is better for sealift)")
-	fmt.Println("install ratio: sealift time / dd time (lower is better; 1.00 = as fast as dd)")
+	fmt.Println("install and update ratios: sealift time / dd time (lower is better; 1.00 = as fast as dd)")
+	fmt.Println("update: go-containerregistry's registry on 127.0.0.1 in the bench process; the image is random data (zstd cannot shrink it)")
 	fmt.Printf("root hash (both tools): %s\n", ourRoot)
 	return nil
 }
@@ -261,4 +276,91 @@ func parseSize(v string) (int64, error) {
 		return 0, fmt.Errorf("invalid size %q", v)
 	}
 	return n * mult, nil
+}
+
+// benchUpdate publishes runs releases of the image to a registry on
+// loopback and times `sealift update` of each into a fresh disk's slots,
+// against dd of the uncompressed image into the same slot.
+func benchUpdate(bin, work, data string, size int64, runs int) (upd, dds []result, err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
+	go srv.Serve(ln)
+	defer srv.Close()
+	repo := ln.Addr().String() + "/bench/os"
+	tuf := filepath.Join(work, "tuf")
+	layoutDir := filepath.Join(work, "releases")
+	kernel := filepath.Join(work, "vmlinuz")
+	if _, err := timed(bin, "repo", "init", tuf); err != nil {
+		return nil, nil, err
+	}
+	publish := func(i int) error {
+		v := fmt.Sprintf("1.0.%d", i)
+		if _, err := timed(bin, "release", "build", data, "--kernel", kernel, "--version", v, "--variant", "bench",
+			"--arch", "x86_64", "--out", layoutDir); err != nil {
+			return err
+		}
+		_, err := timed(bin, "release", "publish", "--tuf", tuf, "--from", layoutDir, "--version", v,
+			"--repository", repo, "--insecure")
+		return err
+	}
+	node := filepath.Join(work, "node")
+	os.MkdirAll(node, 0o755)
+	root, err := os.ReadFile(filepath.Join(tuf, "metadata", "1.root.json"))
+	if err != nil {
+		return nil, nil, err
+	}
+	os.WriteFile(filepath.Join(node, "root.json"), root, 0o644)
+	cfg := filepath.Join(node, "config.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[source]\nrepository = %q\ninsecure = true\n[trust]\nroot = \"root.json\"\ncache_dir = \"cache\"\n[node]\nvariant = \"bench\"\narch = \"x86_64\"\n", repo)), 0o644)
+
+	disk := filepath.Join(work, "update-disk.img")
+	os.Remove(disk)
+	os.RemoveAll(disk + ".sealift")
+	slotSize := (size + int64(verity.TreeSize(uint64(size/verity.BlockSize))) + 16<<20 + 1<<20 - 1) &^ (1<<20 - 1)
+	if _, err := timed(bin, "disk", "init", disk, "--size", strconv.FormatInt(2*slotSize+256<<20, 10),
+		"--root-size", strconv.FormatInt(slotSize, 10), "--esp-size", "64M", "--state-size", "64M"); err != nil {
+		return nil, nil, err
+	}
+	offsets, err := slotOffsets(disk)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, off := range offsets {
+		if _, err := dd(data, disk, off); err != nil {
+			return nil, nil, err
+		}
+	}
+	// Each run publishes a newer release; the node boots and keeps the one
+	// before, so every update writes the other slot.
+	re := regexp.MustCompile(`into slot ([AB])`)
+	for i := 0; i < runs; i++ {
+		if err := publish(i); err != nil {
+			return nil, nil, err
+		}
+		if i > 0 {
+			for _, args := range [][]string{{"boot", "simulate", "--apply"}, {"mark-good"}} {
+				if _, err := timed(bin, append(args, "--disk", disk)...); err != nil {
+					return nil, nil, err
+				}
+			}
+		}
+		r, err := timed(bin, "update", "--disk", disk, "--config", cfg, "--log-level", "warn")
+		if err != nil {
+			return nil, nil, err
+		}
+		upd = append(upd, r)
+		m := re.FindStringSubmatch(r.out)
+		if m == nil {
+			return nil, nil, fmt.Errorf("update output names no slot: %q", r.out)
+		}
+		r, err = dd(data, disk, offsets[bootloader.Slot(m[1])])
+		if err != nil {
+			return nil, nil, err
+		}
+		dds = append(dds, r)
+	}
+	return upd, dds, nil
 }
