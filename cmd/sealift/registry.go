@@ -115,10 +115,14 @@ func nodeSource(c *config.Config) (oci.Source, error) {
 	if err != nil {
 		return nil, err
 	}
+	retries := c.Source.Retries
+	if retries == 0 {
+		retries = -1 // the config's 0 means none; the library's 0 means its default
+	}
 	return oci.NewRegistry(oci.RegistryOptions{
 		Repository: c.Source.Repository, Mirrors: c.Source.Mirrors, Insecure: c.Source.Insecure,
 		CAFile: c.Source.CAFile, Username: c.Source.Username, Password: pw,
-		Retries: c.Source.Retries, Timeout: c.Source.Timeout.Duration, UserAgent: "sealift/" + version,
+		Retries: retries, Timeout: c.Source.Timeout.Duration, UserAgent: "sealift/" + version,
 	})
 }
 
