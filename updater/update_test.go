@@ -390,4 +390,3 @@ func TestUpdateAfterKeyRotation(t *testing.T) {
 		})
 	}
 }
-

@@ -107,7 +107,6 @@ func run(bin, work, sizeStr string, runs int) error {
 	// 2. Install vs dd into the same slot of the same disk image.
 	disk := filepath.Join(work, "disk.img")
 	os.Remove(disk)
-	os.RemoveAll(disk + ".sealift")
 	slotSize := size + int64(verity.TreeSize(uint64(blocks))) + 16<<20
 	slotSize = (slotSize + 1<<20 - 1) &^ (1<<20 - 1)
 	diskSize := 2*slotSize + 256<<20
@@ -318,7 +317,6 @@ func benchUpdate(bin, work, data string, size int64, runs int) (upd, dds []resul
 
 	disk := filepath.Join(work, "update-disk.img")
 	os.Remove(disk)
-	os.RemoveAll(disk + ".sealift")
 	slotSize := (size + int64(verity.TreeSize(uint64(size/verity.BlockSize))) + 16<<20 + 1<<20 - 1) &^ (1<<20 - 1)
 	if _, err := timed(bin, "disk", "init", disk, "--size", strconv.FormatInt(2*slotSize+256<<20, 10),
 		"--root-size", strconv.FormatInt(slotSize, 10), "--esp-size", "64M", "--state-size", "64M"); err != nil {

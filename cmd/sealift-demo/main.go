@@ -61,7 +61,7 @@ func run(bin, work, backend, repository string, insecure bool) error {
 	}
 	disk := filepath.Join(work, "disk.img")
 	tuf := filepath.Join(work, "tuf")
-	for _, p := range []string{disk, disk + ".sealift", tuf, filepath.Join(work, "releases"), filepath.Join(work, "node")} {
+	for _, p := range []string{disk, tuf, filepath.Join(work, "releases"), filepath.Join(work, "node")} {
 		os.RemoveAll(p)
 	}
 

@@ -41,7 +41,7 @@ func (g *globals) flagSet(name, usage string, withDisk bool) *pflag.FlagSet {
 	}
 	if withDisk {
 		fs.StringVar(&g.disk, "disk", "", "disk or disk image to operate on (default: the disk of the running root)")
-		fs.StringVar(&g.stateDir, "state-dir", "", "sealift state directory (default: /var/lib/sealift for the running disk, DISK.sealift/ beside an image file)")
+		fs.StringVar(&g.stateDir, "state-dir", "", "keep sealift's state in this directory instead of on the disk's ESP")
 	}
 	fs.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&g.logFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal)")
@@ -137,18 +137,16 @@ func (g *globals) open(writable bool) (*session, error) {
 		s.Close()
 		return nil, err
 	}
-	dir := g.stateDir
-	if dir == "" {
-		if booted {
-			dir = "/var/lib/sealift"
-		} else {
-			dir = path + ".sealift"
-		}
+	// The state lives on the disk's ESP unless told otherwise, so the
+	// booted system and a host working on the stopped image agree.
+	var store state.Store = state.OnESP{FS: esp, Path: state.ESPPath}
+	if g.stateDir != "" {
+		store = state.Dir(g.stateDir)
 	}
 	s.up = &updater.Updater{
 		Disk:  diskAdapter{d: d, esp: esp},
 		Boot:  backend,
-		State: state.Dir(dir),
+		State: store,
 	}
 	if booted {
 		s.up.Runtime = cmdlineRuntime{path: "/proc/cmdline"}

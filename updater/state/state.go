@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"time"
 
@@ -108,12 +109,16 @@ func (d Dir) Load() (*State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read state: %w", err)
 	}
+	return decode(b, p)
+}
+
+func decode(b []byte, where string) (*State, error) {
 	s := New()
 	if err := json.Unmarshal(b, s); err != nil {
-		return nil, fmt.Errorf("state file %s is corrupt: %w", p, err)
+		return nil, fmt.Errorf("state file %s is corrupt: %w", where, err)
 	}
 	if s.Schema != SchemaVersion {
-		return nil, fmt.Errorf("state file %s has schema %d, this sealift knows %d", p, s.Schema, SchemaVersion)
+		return nil, fmt.Errorf("state file %s has schema %d, this sealift knows %d", where, s.Schema, SchemaVersion)
 	}
 	if s.Slots == nil {
 		s.Slots = map[bootloader.Slot]*SlotRecord{}
@@ -131,6 +136,45 @@ func (d Dir) Save(s *State) error {
 		return err
 	}
 	if err := bootloader.WriteFileAtomic(filepath.Join(string(d), FileName), append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	return nil
+}
+
+// OnESP stores the state file on the ESP (or any bootloader.FS), beside
+// the boot flags and boot files it describes. The disk then carries its
+// own state: the booted system, and sealift on a host working on the
+// stopped disk image, read and write the same file.
+type OnESP struct {
+	FS   bootloader.FS
+	Path string // e.g. "sealift/state.json"
+}
+
+// ESPPath is where OnESP keeps the state by default.
+const ESPPath = "sealift/" + FileName
+
+// Load returns the saved state, or an empty one if none was saved yet.
+func (o OnESP) Load() (*State, error) {
+	b, err := o.FS.ReadFile(o.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return New(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	return decode(b, "ESP:"+o.Path)
+}
+
+// Save replaces the state file through the FS's crash-safe WriteFile.
+func (o OnESP) Save(s *State) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := o.FS.MkdirAll(path.Dir(o.Path)); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := o.FS.WriteFile(o.Path, append(b, '\n')); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
 	return nil

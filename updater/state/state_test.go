@@ -10,8 +10,16 @@ import (
 	"sealift/bootloader"
 )
 
-func TestDirRoundTrip(t *testing.T) {
-	d := Dir(filepath.Join(t.TempDir(), "nested"))
+func TestRoundTrip(t *testing.T) {
+	for name, d := range map[string]Store{
+		"dir":    Dir(filepath.Join(t.TempDir(), "nested")),
+		"on ESP": OnESP{FS: bootloader.DirFS(t.TempDir()), Path: ESPPath},
+	} {
+		t.Run(name, func(t *testing.T) { roundTrip(t, d) })
+	}
+}
+
+func roundTrip(t *testing.T, d Store) {
 	s, err := d.Load()
 	if err != nil || s.Pending != nil || len(s.Slots) != 0 {
 		t.Fatalf("empty load: %+v %v", s, err)
