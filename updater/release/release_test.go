@@ -291,6 +291,74 @@ func TestParseRejects(t *testing.T) {
 	}
 }
 
+// TestSkipUncompressedDigest checks what the option gives up and what it
+// keeps: sizes and the compressed digest are still checked.
+func TestSkipUncompressedDigest(t *testing.T) {
+	const chunk = 64 << 10
+	f := newFixture(t, 3*chunk, chunk, false)
+	good := blobsOf(t, f.img)
+	rel, _ := release.Parse(f.manifest, f.config)
+	pointAt := func(blob []byte) (*release.Release, *memFetcher) {
+		m := editManifest(t, f.manifest, func(m map[string]any) {
+			layer(m, 1)["digest"] = sha(blob)
+			layer(m, 1)["size"] = len(blob)
+		})
+		r, err := release.Parse(m, f.config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blobs := map[string][]byte{sha(blob): blob}
+		for k, v := range good {
+			blobs[k] = v
+		}
+		return r, &memFetcher{blobs: blobs}
+	}
+	other := make([]byte, chunk)
+	fillImage(other, 5)
+	tests := []struct {
+		name  string
+		setup func() (*release.Release, *memFetcher)
+		want  error // nil: streams without error
+	}{
+		{"untouched", func() (*release.Release, *memFetcher) { return rel, &memFetcher{blobs: good} }, nil},
+		{"tampered compressed blob", func() (*release.Release, *memFetcher) {
+			blobs := map[string][]byte{}
+			for k, v := range good {
+				blobs[k] = v
+			}
+			d := rel.Chunks[1].Blob.Digest
+			b := append([]byte(nil), good[d]...)
+			b[5] ^= 1
+			blobs[d] = b
+			return rel, &memFetcher{blobs: blobs}
+		}, release.ErrDigestMismatch},
+		{"decompresses too long", func() (*release.Release, *memFetcher) {
+			return pointAt(encodeZstd(t, make([]byte, chunk+4096)))
+		}, release.ErrSizeMismatch},
+		// What the option gives up: a signed blob of other bytes of the
+		// right length passes here; the install's verity root check is
+		// what catches it.
+		{"signed blob of other bytes passes", func() (*release.Release, *memFetcher) {
+			return pointAt(encodeZstd(t, other))
+		}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, fetcher := tc.setup()
+			got, err := readAll(t, r.RootReaderWith(context.Background(), fetcher, release.ReadOptions{SkipUncompressedDigest: true}))
+			if tc.want == nil {
+				if err != nil || len(got) != len(f.image) {
+					t.Fatalf("err %v, %d bytes", err, len(got))
+				}
+				return
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("error %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
 // endless yields bytes forever.
 type endless struct{ n int64 }
 

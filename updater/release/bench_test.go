@@ -1,0 +1,132 @@
+package release_test
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"sealift/updater/oci"
+	"sealift/updater/oci/registrytest"
+	"sealift/updater/release"
+)
+
+// benchSize is the image size of BenchmarkRootReader, in MiB
+// (SEALIFT_BENCH_MB, default 256; the published figure uses 1024).
+func benchSize() int64 {
+	if v, err := strconv.Atoi(os.Getenv("SEALIFT_BENCH_MB")); err == nil && v > 0 {
+		return int64(v) << 20
+	}
+	return 256 << 20
+}
+
+// benchRelease builds a release of a root-filesystem-like image with the
+// default chunk size.
+func benchRelease(b *testing.B, size int64) (string, *release.BuildOptions) {
+	b.Helper()
+	dir := b.TempDir()
+	data := make([]byte, size)
+	fillImage(data, 7)
+	o := &release.BuildOptions{
+		RootImage: writeFile(b, dir, "root.img", data),
+		Kernel:    writeFile(b, dir, "vmlinuz", []byte("kernel")),
+		Version:   "1", Variant: "bench", Arch: "amd64", Salt: testSalt, Created: testCreated,
+	}
+	return dir, o
+}
+
+// BenchmarkRootReader streams a release from a registry on loopback, the
+// way an install reads it (4 MiB reads), and reports MB/s of uncompressed
+// image. The registry serves from its own process (docker-registry) or
+// from memory in this one (in-process).
+func BenchmarkRootReader(b *testing.B) {
+	size := benchSize()
+	dir, o := benchRelease(b, size)
+	img, _, err := release.Build(*o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	servers := []struct {
+		name string
+		src  func(b *testing.B) oci.Source
+	}{
+		{"in-process", func(b *testing.B) oci.Source {
+			host, _ := registrytest.InProcess(b)
+			return pushed(b, img, host)
+		}},
+		{"docker-registry", func(b *testing.B) oci.Source {
+			return pushed(b, img, registrytest.StartRegistry(b))
+		}},
+		{"layout", func(b *testing.B) oci.Source {
+			ld := filepath.Join(dir, "layout")
+			if err := release.WriteLayout(ld, img, "bench"); err != nil {
+				b.Fatal(err)
+			}
+			src, err := oci.NewLayout(ld)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return src
+		}},
+	}
+	manifest, _ := img.RawManifest()
+	modes := []struct {
+		name string
+		o    release.ReadOptions
+	}{
+		{"all-digests", release.ReadOptions{}},
+		{"skip-uncompressed-digest", release.ReadOptions{SkipUncompressedDigest: true}},
+	}
+	for _, s := range servers {
+		b.Run(s.name, func(b *testing.B) {
+			src := s.src(b)
+			rel, err := release.Fetch(ctx, manifest, src)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, m := range modes {
+				b.Run(m.name, func(b *testing.B) {
+					buf := make([]byte, 4<<20)
+					b.SetBytes(size)
+					b.ReportAllocs()
+					for b.Loop() {
+						rc := rel.RootReaderWith(ctx, src, m.o)
+						n, err := io.CopyBuffer(io.Discard, onlyReader{rc}, buf)
+						rc.Close()
+						if err != nil || n != size {
+							b.Fatalf("streamed %d bytes: %v", n, err)
+						}
+					}
+				})
+			}
+		})
+	}
+}
+
+// onlyReader hides WriterTo/ReaderFrom so io.CopyBuffer uses the buffer,
+// as the install pipeline's fixed reads do.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+func pushed(b *testing.B, img v1.Image, host string) oci.Source {
+	b.Helper()
+	o := oci.RegistryOptions{Repository: host + "/os/node", Insecure: true}
+	pub, err := oci.NewRegistryPublisher(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, _, err := pub.PushImage(context.Background(), img, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	src, err := oci.NewRegistry(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return src
+}
