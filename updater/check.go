@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"sealift/signing"
+	"sealift/updater/state"
 )
 
 // ReleaseMeta is the signed custom metadata of a release's TUF target.
@@ -88,13 +89,29 @@ func releases(targets map[string]signing.TargetInfo, o CheckOptions) (all, eligi
 	return all, eligible, nil
 }
 
-// decide picks the release to take given the running version.
-func decide(targets map[string]signing.TargetInfo, running string, o CheckOptions) (*CheckResult, error) {
+// decide picks the release to take given the running version. Releases
+// in failed fell back on this node and are not taken again.
+func decide(targets map[string]signing.TargetInfo, running string, failed map[string]*state.Outcome, o CheckOptions) (*CheckResult, error) {
 	all, eligible, err := releases(targets, o)
 	if err != nil {
 		return nil, err
 	}
 	res := &CheckResult{Running: running}
+	var skipped []string
+	kept := eligible[:0]
+	for _, r := range eligible {
+		if f := failed[r.Meta.Version]; f != nil {
+			skipped = append(skipped, fmt.Sprintf("%s (failed here: %s)", r.Meta.Version, f.Reason))
+			continue
+		}
+		kept = append(kept, r)
+	}
+	eligible = kept
+	defer func() {
+		if len(skipped) > 0 {
+			res.Reason += "; skipped " + strings.Join(skipped, ", ") + " ('sealift retry VERSION' allows it again)"
+		}
+	}()
 	if len(eligible) == 0 {
 		res.Reason = fmt.Sprintf("no signed release for variant %q, arch %q", o.Variant, o.Arch)
 		if len(all) > 0 {

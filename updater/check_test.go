@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"sealift/signing"
+	"sealift/updater/state"
 )
 
 func TestCompareVersions(t *testing.T) {
@@ -58,24 +59,29 @@ func TestDecide(t *testing.T) {
 		targets   map[string]signing.TargetInfo
 		running   string
 		opts      CheckOptions
+		failed    map[string]*state.Outcome
 		take      string
 		downgrade bool
 		reason    string
 	}{
-		{"fresh node takes newest", targets(rel("k8s", "x86_64", "1.0", false), rel("k8s", "x86_64", "1.1", false)), "", node, "1.1", false, "no release is running"},
-		{"newer release", targets(rel("k8s", "x86_64", "1.0", false), rel("k8s", "x86_64", "1.1", false)), "1.0", node, "1.1", false, "newer"},
-		{"up to date", targets(rel("k8s", "x86_64", "1.1", false)), "1.1", node, "", false, "up to date"},
-		{"other variant ignored", targets(rel("gpu", "x86_64", "9.0", false), rel("k8s", "x86_64", "1.0", false)), "1.0", node, "", false, "up to date"},
-		{"other arch ignored", targets(rel("k8s", "aarch64", "9.0", false)), "1.0", node, "", false, "no signed release"},
-		{"recalled newest skipped", targets(rel("k8s", "x86_64", "1.0", false), rel("k8s", "x86_64", "1.1", true)), "1.0", node, "", false, "up to date"},
-		{"downgrade refused", targets(rel("k8s", "x86_64", "1.0", false)), "1.1", node, "", false, "not downgrading"},
-		{"downgrade allowed by operator", targets(rel("k8s", "x86_64", "1.0", false)), "1.1", CheckOptions{Variant: "k8s", Arch: "x86_64", AllowDowngrade: true}, "1.0", true, "allowed by the operator"},
-		{"running release recalled", targets(rel("k8s", "x86_64", "1.0", false), rel("k8s", "x86_64", "1.1", true)), "1.1", node, "1.0", true, "recalled"},
-		{"everything recalled", targets(rel("k8s", "x86_64", "1.1", true)), "1.0", node, "", false, "recalled"},
+		{"fresh node takes newest", targets(rel("k8s", "x86_64", "1.0", false), rel("k8s", "x86_64", "1.1", false)), "", node, nil, "1.1", false, "no release is running"},
+		{"newer release", targets(rel("k8s", "x86_64", "1.0", false), rel("k8s", "x86_64", "1.1", false)), "1.0", node, nil, "1.1", false, "newer"},
+		{"up to date", targets(rel("k8s", "x86_64", "1.1", false)), "1.1", node, nil, "", false, "up to date"},
+		{"other variant ignored", targets(rel("gpu", "x86_64", "9.0", false), rel("k8s", "x86_64", "1.0", false)), "1.0", node, nil, "", false, "up to date"},
+		{"other arch ignored", targets(rel("k8s", "aarch64", "9.0", false)), "1.0", node, nil, "", false, "no signed release"},
+		{"recalled newest skipped", targets(rel("k8s", "x86_64", "1.0", false), rel("k8s", "x86_64", "1.1", true)), "1.0", node, nil, "", false, "up to date"},
+		{"downgrade refused", targets(rel("k8s", "x86_64", "1.0", false)), "1.1", node, nil, "", false, "not downgrading"},
+		{"downgrade allowed by operator", targets(rel("k8s", "x86_64", "1.0", false)), "1.1", CheckOptions{Variant: "k8s", Arch: "x86_64", AllowDowngrade: true}, nil, "1.0", true, "allowed by the operator"},
+		{"running release recalled", targets(rel("k8s", "x86_64", "1.0", false), rel("k8s", "x86_64", "1.1", true)), "1.1", node, nil, "1.0", true, "recalled"},
+		{"failed release not retried", targets(rel("k8s", "x86_64", "1.0", false), rel("k8s", "x86_64", "1.1", false)), "1.0", node,
+			map[string]*state.Outcome{"1.1": {Reason: "marked bad"}}, "", false, "skipped 1.1 (failed here: marked bad)"},
+		{"a newer release after a failed one is taken", targets(rel("k8s", "x86_64", "1.1", false), rel("k8s", "x86_64", "1.2", false)), "1.0", node,
+			map[string]*state.Outcome{"1.1": {Reason: "marked bad"}}, "1.2", false, "newer"},
+		{"everything recalled", targets(rel("k8s", "x86_64", "1.1", true)), "1.0", node, nil, "", false, "recalled"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			res, err := decide(c.targets, c.running, c.opts)
+			res, err := decide(c.targets, c.running, c.failed, c.opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -92,7 +98,7 @@ func TestDecide(t *testing.T) {
 
 func TestDecideRejectsMislabelledTarget(t *testing.T) {
 	_, info := target("k8s", "x86_64", "1.1", false)
-	_, err := decide(map[string]signing.TargetInfo{"k8s/x86_64/1.0.json": info}, "1.0", CheckOptions{Variant: "k8s", Arch: "x86_64"})
+	_, err := decide(map[string]signing.TargetInfo{"k8s/x86_64/1.0.json": info}, "1.0", nil, CheckOptions{Variant: "k8s", Arch: "x86_64"})
 	if err == nil || !strings.Contains(err.Error(), "carries metadata") {
 		t.Fatalf("got %v", err)
 	}

@@ -27,6 +27,8 @@ type Status struct {
 	NextBoot  bootloader.Decision `json:"next_boot"`
 	Pending   *state.Pending      `json:"pending,omitempty"`
 	Last      *state.Outcome      `json:"last,omitempty"`
+	// Failed releases are not installed again ('sealift retry' allows it).
+	Failed map[string]*state.Outcome `json:"failed,omitempty"`
 	// Notes explain states that need attention, in plain words.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -45,7 +47,7 @@ func (u *Updater) Status() (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Status{Backend: u.Boot.Name(), Pending: st.Pending, Last: st.Last, NextBoot: u.Boot.Simulate(flags)}
+	s := &Status{Backend: u.Boot.Name(), Pending: st.Pending, Last: st.Last, Failed: st.Failed, NextBoot: u.Boot.Simulate(flags)}
 	if ok {
 		s.Running = running
 		s.Simulated = u.Runtime == nil

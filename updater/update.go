@@ -51,7 +51,7 @@ func (u *Updater) Check(trust Trust, o CheckOptions) (*CheckResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decide(targets, running, o)
+	return decide(targets, running, st.Failed, o)
 }
 
 // UpdateOptions configures Update.

@@ -155,3 +155,40 @@ func TestCLIBadInput(t *testing.T) {
 		})
 	}
 }
+
+func TestCLIBootCheckRecordsFallback(t *testing.T) {
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "disk.img")
+	mustCLI(t, "disk", "init", disk, "--size", "320M", "--root-size", "64M", "--esp-size", "64M", "--boot-backend", "sdboot")
+	r := makeRelease(t, dir, 3, 1<<20)
+	for _, v := range []string{"v1", "v2"} {
+		if code, out := install(t, disk, r, v); code != 0 {
+			t.Fatal(out)
+		}
+		mustCLI(t, "boot", "simulate", "--disk", disk, "--apply")
+		if v == "v1" {
+			mustCLI(t, "mark-good", "--disk", disk)
+		}
+	}
+	if out := mustCLI(t, "boot-check", "--disk", disk); !strings.Contains(out, "on trial") {
+		t.Fatalf("boot-check on trial: %s", out)
+	}
+	mustCLI(t, "mark-bad", "--disk", disk, "--reason", "kubelet never became ready")
+	mustCLI(t, "boot", "simulate", "--disk", disk, "--apply")
+	if out := mustCLI(t, "boot-check", "--disk", disk); !strings.Contains(out, "fell back: marked bad") {
+		t.Fatalf("boot-check after fallback: %s", out)
+	}
+	human := mustCLI(t, "status", "--disk", disk)
+	for _, want := range []string{"failed:    v2 in slot B", "kubelet never became ready", "not retried", "running:   A"} {
+		if !strings.Contains(human, want) {
+			t.Errorf("status lacks %q:\n%s", want, human)
+		}
+	}
+	mustCLI(t, "retry", "v2", "--disk", disk)
+	if st := status(t, disk); len(st.Failed) != 0 {
+		t.Fatalf("failed after retry: %+v", st.Failed)
+	}
+	if code, _, _ := cli(t, "retry", "v9", "--disk", disk); code != exitBadInput {
+		t.Fatalf("retry of an unknown failure: exit %d", code)
+	}
+}

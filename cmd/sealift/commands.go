@@ -32,6 +32,8 @@ func init() {
 	register(command{"mark-bad", "mark the running slot failed (next boot falls back)", cmdMarkBad})
 	register(command{"rollback", "boot the other, previously good slot next", cmdRollback})
 	register(command{"cancel", "undo a staged update that has not been booted", cmdCancel})
+	register(command{"boot-check", "at boot: detect a fallback from a new slot, record why, never retry that release", cmdBootCheck})
+	register(command{"retry", "allow a release that failed on this node to be installed again", cmdRetry})
 	register(command{"boot simulate", "show (or, on an image, apply) what the bootloader does at the next boot", cmdBootSimulate})
 }
 
@@ -176,6 +178,10 @@ func printStatus(w io.Writer, disk string, st *updater.Status) {
 		}
 		fmt.Fprintln(w, msg)
 	}
+	for _, v := range sortedKeys(st.Failed) {
+		f := st.Failed[v]
+		fmt.Fprintf(w, "failed:    %s in slot %s at %s: %s (not retried)\n", v, f.Slot, f.At.Format(time.RFC3339), f.Reason)
+	}
 	for _, n := range st.Notes {
 		fmt.Fprintf(w, "note:      %s\n", n)
 	}
@@ -281,13 +287,21 @@ func readInput(what, path string) ([]byte, error) {
 
 // onDisk parses a disk command's flags, opens the disk for writing and
 // runs op on its updater.
-func onDisk(g *globals, args []string, name, usage string, extra func(*pflag.FlagSet), op func(*updater.Updater) (string, error)) error {
+func onDisk(g *globals, args []string, name, usage string, extra func(*pflag.FlagSet), op func(*updater.Updater) (string, error), positional ...func(*pflag.FlagSet) error) error {
 	fs := g.flagSet(name, usage, true)
 	if extra != nil {
 		extra(fs)
 	}
 	if err := g.parse(fs, args); err != nil {
 		return err
+	}
+	for _, p := range positional {
+		if err := p(fs); err != nil {
+			return err
+		}
+	}
+	if len(positional) == 0 && fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("%s takes no arguments, got %q", name, fs.Args())}
 	}
 	s, err := g.open(true)
 	if err != nil {
@@ -420,4 +434,43 @@ func formatSize(n int64) string {
 		return fmt.Sprintf("%dM", n>>20)
 	}
 	return strconv.FormatInt(n, 10)
+}
+
+func cmdBootCheck(g *globals, args []string) error {
+	var asJSON *bool
+	return onDisk(g, args, "boot-check", "boot-check [--disk DISK] [--json]",
+		func(fs *pflag.FlagSet) { asJSON = fs.Bool("json", false, "print JSON") },
+		func(u *updater.Updater) (string, error) {
+			bc, err := u.BootCheck()
+			if err != nil {
+				return "", err
+			}
+			if *asJSON {
+				b, err := json.Marshal(bc)
+				return string(b), err
+			}
+			switch bc.Result {
+			case "rolled-back":
+				g.log.WithFields(map[string]any{"version": bc.Outcome.Version, "slot": bc.Outcome.Slot, "cause": bc.Outcome.Reason}).Warn("update rolled back")
+				return fmt.Sprintf("running %s: the update to %s in slot %s fell back: %s", bc.Running, bc.Outcome.Version, bc.Outcome.Slot, bc.Outcome.Reason), nil
+			case "trial":
+				return fmt.Sprintf("running %s on trial: the health check decides", bc.Running), nil
+			case "interrupted":
+				return fmt.Sprintf("running %s; an update was interrupted while writing (see status)", bc.Running), nil
+			}
+			return fmt.Sprintf("running %s; no update pending", bc.Running), nil
+		})
+}
+
+func cmdRetry(g *globals, args []string) error {
+	var ver string
+	return onDisk(g, args, "retry", "retry VERSION [--disk DISK]", nil, func(u *updater.Updater) (string, error) {
+		return fmt.Sprintf("%s may be installed again", ver), u.ClearFailed(ver)
+	}, func(fs *pflag.FlagSet) error {
+		if fs.NArg() != 1 {
+			return usageError{"retry takes exactly one VERSION"}
+		}
+		ver = fs.Arg(0)
+		return nil
+	})
 }

@@ -83,6 +83,9 @@ type State struct {
 	// last simulated boot chose. A booted system learns its slot from the
 	// kernel command line instead.
 	SimulatedRunning bootloader.Slot `json:"simulated_running,omitempty"`
+	// Failed lists releases that were tried and fell back, by version:
+	// they are not installed again until an operator clears them.
+	Failed map[string]*Outcome `json:"failed,omitempty"`
 }
 
 // New returns an empty state.

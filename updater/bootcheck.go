@@ -1,0 +1,103 @@
+package updater
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"sealift/bootloader"
+	"sealift/updater/state"
+)
+
+// Causes of a fallback, as boot-check records them.
+const (
+	CauseMarkedBad     = "marked bad (its health check failed)"
+	CauseTriesSpent    = "tries exhausted: the new slot booted but was never marked good (a kernel that never came up, or a health check that never passed)"
+	CauseNotBootable   = "not bootable: the bootloader could not load the slot's kernel"
+	CauseBootloaderSay = "the bootloader chose the old slot"
+)
+
+// BootCheck is what boot-check found.
+type BootCheck struct {
+	Running bootloader.Slot `json:"running"`
+	// Result is "no-update", "trial" (the new slot runs, on probation),
+	// "rolled-back" (the old slot runs although the new one was meant to),
+	// or "interrupted" (a write never finished).
+	Result  string         `json:"result"`
+	Outcome *state.Outcome `json:"outcome,omitempty"`
+}
+
+// BootCheck runs early at every boot. It compares the running slot with
+// the pending update: if the new slot was meant to boot and the old one
+// runs, it records the rollback and its cause, marks the release failed so
+// it is not tried again, and clears the pending update.
+func (u *Updater) BootCheck() (*BootCheck, error) {
+	st, running, err := u.loadRunning()
+	if err != nil {
+		return nil, err
+	}
+	bc := &BootCheck{Running: running, Result: "no-update"}
+	p := st.Pending
+	if p == nil {
+		return bc, nil
+	}
+	switch {
+	case p.Phase == state.PhaseWriting:
+		bc.Result = "interrupted"
+		return bc, nil
+	case p.Slot == running:
+		bc.Result = "trial"
+		return bc, nil
+	}
+	flags, err := u.Boot.Load()
+	if err != nil {
+		return nil, fmt.Errorf("read boot flags: %w", err)
+	}
+	cause := u.fallbackCause(flags[p.Slot], p.Slot)
+	if l := st.Last; cause == CauseMarkedBad && l != nil && l.Result == "marked-bad" && l.Slot == p.Slot && l.Reason != "" {
+		cause += ": " + l.Reason // what the health check (or operator) said
+	}
+	o := &state.Outcome{Slot: p.Slot, Version: p.Version, Result: "rolled-back", Reason: cause, At: u.now()}
+	if st.Failed == nil {
+		st.Failed = map[string]*state.Outcome{}
+	}
+	st.Failed[p.Version] = o
+	st.Last = o
+	st.Pending = nil
+	bc.Result, bc.Outcome = "rolled-back", o
+	// The failed slot is cleared so that nothing boots it by accident
+	// later; the running slot stays as it is.
+	return bc, u.transition(bootloader.Clear(p.Slot), st)
+}
+
+// fallbackCause explains why the bootloader did not run the pending slot.
+func (u *Updater) fallbackCause(f bootloader.SlotFlags, s bootloader.Slot) string {
+	esp, err := u.Disk.ESP()
+	if err == nil {
+		if _, err := bootloader.ReadBootEntry(esp, s); errors.Is(err, fs.ErrNotExist) {
+			return CauseNotBootable
+		}
+	}
+	switch {
+	case f.Priority == 0 && !f.Successful && f.Tries == 0:
+		// MarkBad writes exactly this; Clear does too, but a pending trial
+		// is only cleared by cancel, which also drops the pending record.
+		return CauseMarkedBad
+	case !f.Successful && f.Tries == 0:
+		return CauseTriesSpent
+	}
+	return CauseBootloaderSay
+}
+
+// ClearFailed forgets that a release failed, so it may be installed again.
+func (u *Updater) ClearFailed(version string) error {
+	st, err := u.State.Load()
+	if err != nil {
+		return err
+	}
+	if _, ok := st.Failed[version]; !ok {
+		return fmt.Errorf("%w: release %s is not marked failed", ErrBadInput, version)
+	}
+	delete(st.Failed, version)
+	return u.State.Save(st)
+}

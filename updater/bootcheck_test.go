@@ -1,0 +1,100 @@
+package updater
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"sealift/bootloader"
+)
+
+func TestBootCheck(t *testing.T) {
+	v1, v2 := image(1, 16*4096), image(2, 16*4096)
+	cases := []struct {
+		name     string
+		after    func(t *testing.T, r *rig) // after v2 is staged into B
+		result   string
+		cause    string
+		skipGPT  bool // gptprio's bootloader cannot see a missing kernel
+		failedV2 bool
+	}{
+		{"new slot on trial", func(t *testing.T, r *rig) { mustBoot(t, r.u, bootloader.SlotB, true) }, "trial", "", false, false},
+		{"health failed and marked bad", func(t *testing.T, r *rig) {
+			mustBoot(t, r.u, bootloader.SlotB, true)
+			if _, err := r.u.MarkBad("health check http://127.0.0.1:10248/healthz failed"); err != nil {
+				t.Fatal(err)
+			}
+			mustBoot(t, r.u, bootloader.SlotA, false)
+		}, "rolled-back", CauseMarkedBad, false, true},
+		{"tries exhausted", func(t *testing.T, r *rig) {
+			mustBoot(t, r.u, bootloader.SlotB, true)
+			mustBoot(t, r.u, bootloader.SlotB, true)
+			mustBoot(t, r.u, bootloader.SlotB, true)
+			mustBoot(t, r.u, bootloader.SlotA, false)
+		}, "rolled-back", "tries exhausted", false, true},
+		{"kernel missing", func(t *testing.T, r *rig) {
+			esp, _ := r.disk.ESP()
+			if err := esp.Remove("sealift/B/cmdline"); err != nil {
+				t.Fatal(err)
+			}
+			if err := esp.Remove("sealift/B/vmlinuz"); err != nil {
+				t.Fatal(err)
+			}
+			mustBoot(t, r.u, bootloader.SlotA, false)
+		}, "rolled-back", CauseNotBootable, true, true},
+	}
+	for _, be := range backends {
+		for _, c := range cases {
+			if be.name == "memory" || (c.skipGPT && be.name == "gptprio") {
+				continue
+			}
+			t.Run(be.name+"/"+c.name, func(t *testing.T) {
+				r := newRig(t, be.make)
+				mustInstall(t, r.u, v1, "v1")
+				mustBoot(t, r.u, bootloader.SlotA, true)
+				if _, err := r.u.MarkGood(); err != nil {
+					t.Fatal(err)
+				}
+				if bc, err := r.u.BootCheck(); err != nil || bc.Result != "no-update" {
+					t.Fatalf("before: %+v %v", bc, err)
+				}
+				mustInstall(t, r.u, v2, "v2")
+				c.after(t, r)
+				bc, err := r.u.BootCheck()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if bc.Result != c.result || (c.cause != "" && (bc.Outcome == nil || !strings.Contains(bc.Outcome.Reason, c.cause))) {
+					t.Fatalf("boot check: %+v %+v", bc, bc.Outcome)
+				}
+				st, _ := r.u.Status()
+				stt, _ := r.store.Load()
+				if c.failedV2 {
+					if stt.Failed["v2"] == nil || st.Pending != nil || st.Last.Result != "rolled-back" || st.Slots[1].Flags.Priority != 0 {
+						t.Fatalf("after rollback: %+v failed=%v", st, stt.Failed)
+					}
+					// A second boot-check has nothing left to do.
+					if bc, _ := r.u.BootCheck(); bc.Result != "no-update" {
+						t.Fatalf("second boot check: %+v", bc)
+					}
+				} else if st.Pending == nil {
+					t.Fatal("trial lost its pending record")
+				}
+			})
+		}
+	}
+}
+
+func TestBootCheckInterrupted(t *testing.T) {
+	r := newRig(t, backends[1].make)
+	mustInstall(t, r.u, image(1, 16*4096), "v1")
+	mustBoot(t, r.u, bootloader.SlotA, true)
+	r.u.MarkGood()
+	r.f.budget = 3
+	if _, err := r.faulty().Install(context.Background(), req(image(2, 3*chunkSize), "v2")); err == nil {
+		t.Fatal("install did not fail")
+	}
+	if bc, err := r.u.BootCheck(); err != nil || bc.Result != "interrupted" {
+		t.Fatalf("%+v %v", bc, err)
+	}
+}
