@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log"
@@ -21,7 +22,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -172,19 +172,44 @@ func run(bin, work, sizeStr string, runs int) error {
 }
 
 // timed runs a command and returns its wall time, peak RSS and output.
+// Peak RSS is the child's VmHWM, polled from /proc while it runs: the
+// rusage of a child started by a Go program also counts the parent's
+// memory, which the child shares until exec (vfork).
 func timed(name string, args ...string) (result, error) {
 	cmd := exec.Command(name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	el := time.Since(start)
-	if err != nil {
-		return result{}, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	if err := cmd.Start(); err != nil {
+		return result{}, err
 	}
+	done, stop := make(chan struct{}), make(chan struct{})
 	var rss int64
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rss = ru.Maxrss * 1024 // Linux reports KiB
+	go func() {
+		defer close(done)
+		status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
+		for {
+			if b, err := os.ReadFile(status); err == nil {
+				if v := field(string(b), `VmHWM:\s+(\d+) kB`); v != "" {
+					n, _ := strconv.ParseInt(v, 10, 64)
+					rss = max(rss, n*1024)
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	err := cmd.Wait()
+	el := time.Since(start)
+	close(stop)
+	<-done
+	if err != nil {
+		return result{}, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out.String())
 	}
-	return result{elapsed: el, maxRSS: rss, out: string(out)}, nil
+	return result{elapsed: el, maxRSS: rss, out: out.String()}, nil
 }
 
 func dd(src, dst string, off int64) (result, error) {
@@ -285,7 +310,11 @@ func benchUpdate(bin, work, data string, size int64, runs int) (upd, dds []resul
 	if err != nil {
 		return nil, nil, err
 	}
-	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
+	// Blobs on disk, not in this process's memory.
+	blobs := filepath.Join(work, "registry-blobs")
+	os.MkdirAll(blobs, 0o755)
+	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)),
+		registry.WithBlobHandler(registry.NewDiskBlobHandler(blobs)))}
 	go srv.Serve(ln)
 	defer srv.Close()
 	repo := ln.Addr().String() + "/bench/os"
