@@ -110,7 +110,7 @@ func BenchmarkRootReader(b *testing.B) {
 					// own hashing on 2 cores. It includes the in-process
 					// registry's share where there is one.
 					gib := float64(size) * float64(b.N) / (1 << 30)
-					b.ReportMetric((cpuTime() - before).Seconds()/gib, "cpu-s/GiB")
+					b.ReportMetric((cpuTime()-before).Seconds()/gib, "cpu-s/GiB")
 				})
 			}
 		})
