@@ -268,7 +268,15 @@ func (in *chunkInput) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		in.release()
-		pc, ok := <-in.rr.queue
+		var pc piece
+		var ok bool
+		// The fetcher stops sending once ctx ends, so waiting on the
+		// queue alone could hang the decoder (and a Read) for good.
+		select {
+		case pc, ok = <-in.rr.queue:
+		case <-in.rr.ctx.Done():
+			return 0, context.Cause(in.rr.ctx)
+		}
 		if !ok {
 			return 0, io.ErrUnexpectedEOF
 		}

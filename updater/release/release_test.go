@@ -570,6 +570,32 @@ func TestRootReaderCloseStopsDownload(t *testing.T) {
 	}
 }
 
+func TestRootReaderCancelWhileReading(t *testing.T) {
+	f := newFixture(t, 8192, 4096, false)
+	rel, _ := release.Parse(f.manifest, f.config)
+	for i := range 20 { // the fetcher's last send races with ctx; try both outcomes
+		bf := &blockingFetcher{started: make(chan struct{})}
+		ctx, cancel := context.WithCancel(context.Background())
+		rc := rel.RootReader(ctx, bf)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := rc.Read(make([]byte, 4096))
+			errc <- err
+		}()
+		<-bf.started
+		cancel()
+		select {
+		case err := <-errc:
+			if err == nil {
+				t.Fatalf("run %d: Read succeeded after cancel", i)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("run %d: Read hung after cancel", i)
+		}
+		rc.Close()
+	}
+}
+
 func TestRootReaderCancelledContext(t *testing.T) {
 	const chunk = 64 << 10
 	f := newFixture(t, 3*chunk, chunk, false)
