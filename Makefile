@@ -28,3 +28,9 @@ bench: build
 
 clean:
 	rm -rf bin
+
+# Boots sealift-built disks under qemu + OVMF (TCG unless SEALIFT_E2E_KVM=1):
+# A->B update on a real kernel with a dm-verity root. Needs bash e2e/setup.sh.
+.PHONY: e2e
+e2e:
+	$(GO) test -tags e2e -count=1 -timeout 40m -v ./e2e/

@@ -1,0 +1,17 @@
+// Package e2e boots disks that sealift built under qemu + OVMF with a real
+// kernel and a dm-verity root, and checks A/B updates from the serial
+// console and from the disk after shutdown. The tests carry the build tag
+// e2e; run them with 'make e2e' after 'bash e2e/setup.sh'. Environment:
+//
+//	SEALIFT_E2E_CACHE         cache dir (default $TMPDIR/sealift-e2e-cache)
+//	SEALIFT_E2E_KVM=1         use KVM (default: TCG, as CI runs)
+//	SEALIFT_E2E_BOOT_TIMEOUT  seconds per boot (default 180)
+//	SEALIFT_E2E_KERNEL_PKG    kernel package instead of the cloud metapackage's
+//	SEALIFT_E2E_OVMF          firmware (default /usr/share/ovmf/OVMF.fd)
+//	SEALIFT_E2E_KEEP=1        keep this run's disks and serial logs
+//
+// The guest's scripts are in guest/: the initramfs /init opens the slot
+// named by sealift.root= and sealift.verity.* as a dm-verity device and
+// switches into it; the root's /sbin/init prints SEALIFT-E2E markers, checks
+// that its payload reads back, runs /etc/sealift-e2e/steps and powers off.
+package e2e

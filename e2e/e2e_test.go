@@ -1,0 +1,247 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"sealift/bootloader"
+)
+
+var (
+	assetsOnce sync.Once
+	shared     *Assets
+	assetsErr  error
+)
+
+func getAssets(t *testing.T) *Assets {
+	t.Helper()
+	assetsOnce.Do(func() { shared, assetsErr = buildAssets() })
+	if assetsErr != nil {
+		t.Fatalf("e2e setup: %v", assetsErr)
+	}
+	return shared
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared != nil {
+		if code == 0 && os.Getenv("SEALIFT_E2E_KEEP") != "1" {
+			os.RemoveAll(shared.Work)
+		} else {
+			fmt.Printf("e2e: disks and serial logs kept in %s\n", shared.Work)
+		}
+	}
+	os.Exit(code)
+}
+
+// rootImage builds one version's root filesystem image.
+func rootImage(t *testing.T, s *scenario, version string, steps []string) *RootImage {
+	t.Helper()
+	img, err := buildRoot(s.dir, version, s.a.Busybox, s.a.Sealift, steps)
+	if err != nil {
+		t.Fatalf("root image %s: %v", version, err)
+	}
+	return img
+}
+
+// expectHealthy checks a boot that ran version ver from slot with its root
+// on dm-verity over partition dev, passed its health check, ran its steps
+// without error and powered off.
+func (s *scenario) expectHealthy(b *Boot, slot, ver, dev string) {
+	s.t.Helper()
+	if b.GrubChose != slot {
+		s.fail(b, "boot %d: GRUB chose slot %q, want %s", b.N, b.GrubChose, slot)
+	}
+	if b.Slot != slot || b.Version != ver {
+		s.fail(b, "boot %d: guest reports slot=%q version=%q, want slot=%s version=%s", b.N, b.Slot, b.Version, slot, ver)
+	}
+	if tbl := b.Lines("SEALIFT-E2E-INITRD: verity table:"); len(tbl) != 1 || !strings.Contains(tbl[0], " verity 1 ") {
+		s.fail(b, "boot %d: no dm-verity table from the initramfs: %q", b.N, tbl)
+	}
+	wantRoot := "SEALIFT-E2E: root dev=dm-"
+	root := b.Lines("SEALIFT-E2E: root ")
+	if len(root) != 1 || !strings.Contains(root[0], wantRoot) || !strings.Contains(root[0], " dm=root slaves="+dev+" ") {
+		s.fail(b, "boot %d: / is not the dm-verity device 'root' over %s: %q", b.N, dev, root)
+	}
+	if !b.Has("SEALIFT-E2E: health ok") {
+		s.fail(b, "boot %d: the health check did not pass", b.N)
+	}
+	for i := range defaultSteps {
+		if !b.Has(fmt.Sprintf("SEALIFT-E2E: step %d rc=0", i+1)) {
+			s.fail(b, "boot %d: step %d (%s) did not succeed", b.N, i+1, defaultSteps[i])
+		}
+	}
+	if !b.Done {
+		s.fail(b, "boot %d: the guest did not finish", b.N)
+	}
+}
+
+// guestOutput returns what the guest printed for one step.
+func guestOutput(b *Boot, step int) string {
+	start := fmt.Sprintf("SEALIFT-E2E: step %d: ", step)
+	end := fmt.Sprintf("SEALIFT-E2E: step %d rc=", step)
+	var out []string
+	in := false
+	for _, l := range strings.Split(b.Console, "\n") {
+		switch {
+		case strings.Contains(l, start):
+			in = true
+		case strings.Contains(l, end):
+			in = false
+		case in:
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// bootV1 is the common start: a fresh disk, v1 installed into A with
+// sealift's commands, booted once and marked good by the guest.
+func (s *scenario) bootV1(v1 *RootImage) {
+	s.t.Helper()
+	s.initDisk()
+	if out := s.install(v1); !strings.Contains(out, "into slot A") {
+		s.t.Fatalf("install v1 went elsewhere than slot A: %s", out)
+	}
+	st := s.status()
+	if st.NextBoot.Slot != "A" || !st.NextBoot.Trial {
+		s.t.Fatalf("after installing v1 the next boot is %+v, want A on trial\n%s", st.NextBoot, st.raw)
+	}
+	b := s.boot()
+	s.expectHealthy(b, "A", "v1", "vda2")
+	s.t.Logf("guest 'sealift mark-good': %s", strings.TrimSpace(guestOutput(b, 1)))
+	st = s.status()
+	if _, _, ok, _ := st.slot("A"); !ok {
+		s.t.Fatalf("after the guest's mark-good slot A is not successful on the disk\n%s", st.raw)
+	}
+}
+
+// TestHealthyUpdateGrubenv: v1 boots from A and is marked good by the
+// guest; v2 is installed into B on the host, boots from B on dm-verity and
+// is marked good; the host then sees B good in sealift's status and in the
+// grubenv as GRUB reads it.
+func TestHealthyUpdateGrubenv(t *testing.T) {
+	a := getAssets(t)
+	s := newScenario(t, a)
+	defer s.summary()
+	v1 := rootImage(t, s, "v1", defaultSteps)
+	v2 := rootImage(t, s, "v2", defaultSteps)
+
+	s.bootV1(v1)
+
+	if out := s.install(v2); !strings.Contains(out, "into slot B") {
+		t.Fatalf("install v2 went elsewhere than slot B: %s", out)
+	}
+	st := s.status()
+	if st.NextBoot.Slot != "B" || !st.NextBoot.Trial {
+		t.Fatalf("after installing v2 the next boot is %+v, want B on trial\n%s", st.NextBoot, st.raw)
+	}
+
+	b := s.boot()
+	s.expectHealthy(b, "B", "v2", "vda3")
+	t.Logf("guest 'sealift status' on v2:\n%s", guestOutput(b, 2))
+	if g := guestOutput(b, 2); !strings.Contains(g, "running:   B") {
+		s.fail(b, "the guest's sealift status does not show B running:\n%s", g)
+	}
+
+	st = s.status()
+	t.Logf("host 'sealift status --json' after boot 2: running=%q simulated=%v next=%+v pending=%v last=%+v notes=%q",
+		st.Running, st.Simulated, st.NextBoot, st.Pending, st.Last, st.Notes)
+	bPrio, _, bOK, bVer := st.slot("B")
+	aPrio, _, aOK, aVer := st.slot("A")
+	switch {
+	case !bOK || bVer != "v2":
+		t.Fatalf("slot B is not v2 marked successful\n%s", st.raw)
+	case !aOK || aVer != "v1" || aPrio >= bPrio:
+		t.Fatalf("slot A should stay v1, successful, below B as fallback\n%s", st.raw)
+	case st.NextBoot.Slot != "B" || st.NextBoot.Trial:
+		t.Fatalf("next boot should be B, not on trial\n%s", st.raw)
+	case st.Pending != nil:
+		t.Fatalf("an update is still pending\n%s", st.raw)
+	case st.Last == nil || st.Last.Slot != "B" || st.Last.Version != "v2" || st.Last.Result != "good":
+		t.Fatalf("last outcome should be v2 in B good\n%s", st.raw)
+	}
+	if st.Running != "" && st.Running != "B" {
+		t.Fatalf("host status says %s is running after B booted\n%s", st.Running, st.raw)
+	}
+	env := s.grubenv()
+	if env["B_OK"] != "1" || env["A_OK"] != "1" || !strings.HasPrefix(env["ORDER"], "B") {
+		t.Fatalf("grubenv: want B_OK=1, A_OK=1 and ORDER starting with B, got %v", env)
+	}
+}
+
+// TestCorruptedSlotFallsBack: after v2 is installed into B, one byte of a
+// file's data in slot B is flipped on the host. dm-verity refuses the read,
+// the guest's health check fails and it reboots without marking B good;
+// the boots spend B's tries and GRUB falls back to A, which still works.
+func TestCorruptedSlotFallsBack(t *testing.T) {
+	a := getAssets(t)
+	s := newScenario(t, a)
+	defer s.summary()
+	v1 := rootImage(t, s, "v1", defaultSteps)
+	v2 := rootImage(t, s, "v2", defaultSteps)
+
+	s.bootV1(v1)
+
+	const tries = 2
+	if out := s.install(v2, "--tries", fmt.Sprint(tries)); !strings.Contains(out, "into slot B") {
+		t.Fatalf("install v2 went elsewhere than slot B: %s", out)
+	}
+	img, err := os.ReadFile(v2.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, err := findOnce(img, v2.PayloadMarker)
+	if err != nil {
+		t.Fatalf("payload in the v2 image: %v", err)
+	}
+	// The marker starts the payload file, so it starts a data block: a
+	// byte 100 further is file data in the same block, not metadata.
+	s.flipSlotByte(bootloader.SlotB, v2, off+100)
+
+	for i := 0; i < tries; i++ {
+		b := s.boot()
+		if b.GrubChose != "B" || b.Slot != "B" || b.Version != "v2" {
+			s.fail(b, "boot %d: want v2 from slot B on trial (grub=%q slot=%q version=%q)", b.N, b.GrubChose, b.Slot, b.Version)
+		}
+		if hf := b.Lines("SEALIFT-E2E: health failed"); len(hf) != 1 || !strings.Contains(hf[0], "Input/output error") {
+			s.fail(b, "boot %d: want the health check to fail with an I/O error, got %q", b.N, hf)
+		}
+		if want := fmt.Sprintf("data block %d is corrupted", (off+100)/4096); !b.Has(want) {
+			s.fail(b, "boot %d: the kernel did not report %q", b.N, want)
+		}
+		if b.Has("SEALIFT-E2E: step") || b.Done {
+			s.fail(b, "boot %d: the guest went on after a failed health check", b.N)
+		}
+		t.Logf("  kernel: %s", b.Lines("is corrupted")[0])
+	}
+
+	b := s.boot()
+	s.expectHealthy(b, "A", "v1", "vda2")
+	t.Logf("guest 'sealift status' after falling back:\n%s", guestOutput(b, 2))
+
+	st := s.status()
+	t.Logf("host 'sealift status --json' after the fallback: running=%q next=%+v pending=%+v last=%+v notes=%q",
+		st.Running, st.NextBoot, st.Pending, st.Last, st.Notes)
+	aPrio, _, aOK, _ := st.slot("A")
+	bPrio, bTries, bOK, _ := st.slot("B")
+	switch {
+	case !aOK:
+		t.Fatalf("slot A should be successful\n%s", st.raw)
+	case bOK || bTries != 0:
+		t.Fatalf("slot B should have spent its tries and not be successful\n%s", st.raw)
+	case st.NextBoot.Slot != "A":
+		t.Fatalf("the next boot should be A\n%s", st.raw)
+	case aPrio <= bPrio && bPrio != 0:
+		t.Logf("note: A's priority %d is not above B's %d", aPrio, bPrio)
+	}
+	env := s.grubenv()
+	if env["A_OK"] != "1" || env["B_OK"] == "1" || env["B_TRY"] != "0" {
+		t.Fatalf("grubenv: want A_OK=1, B_OK!=1, B_TRY=0, got %v", env)
+	}
+}

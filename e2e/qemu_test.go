@@ -1,0 +1,173 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// bootTimeout bounds one boot; a boot that hangs counts as failed.
+func bootTimeout() time.Duration {
+	if v := os.Getenv("SEALIFT_E2E_BOOT_TIMEOUT"); v != "" {
+		if s, err := strconv.Atoi(v); err == nil && s > 0 {
+			return time.Duration(s) * time.Second
+		}
+	}
+	return 180 * time.Second
+}
+
+// Boot is one qemu run and what its serial console said.
+type Boot struct {
+	N        int
+	Log      string // serial log file
+	Wall     time.Duration
+	TimedOut bool
+	ExitErr  error
+	Console  string // cleaned serial output
+
+	GrubChose string // slot sealift's grub.cfg chose ("sealift-grub: chose slot X")
+	Slot      string // "SEALIFT-E2E: booted slot=X version=V"
+	Version   string
+	Done      bool   // the root init reached "done" and powered off
+	Uptime    string // guest uptime at "done"
+}
+
+var (
+	ansiRe   = regexp.MustCompile(`\x1b\[[0-9;?=]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>c]`)
+	grubRe   = regexp.MustCompile(`sealift-grub: chose slot ([AB])`)
+	bootedRe = regexp.MustCompile(`SEALIFT-E2E: booted slot=(\S*) version=(\S*)`)
+	doneRe   = regexp.MustCompile(`SEALIFT-E2E: done slot=\S* version=\S* uptime=(\S+)`)
+)
+
+func cleanConsole(raw []byte) string {
+	s := strings.ReplaceAll(string(raw), "\r", "")
+	return ansiRe.ReplaceAllString(s, "")
+}
+
+// bootOnce boots the disk in a fresh qemu until the guest powers off or
+// reboots (-no-reboot makes both end qemu), or the timeout.
+func bootOnce(a *Assets, disk, logPath string, n int) (*Boot, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	args := []string{
+		"-m", "512", "-nographic", "-no-reboot", "-nic", "none",
+		"-bios", a.OVMF,
+		"-drive", "file=" + disk + ",if=virtio,format=raw",
+	}
+	if a.KVM {
+		args = append(args, "-enable-kvm", "-cpu", "host")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.WaitDelay = 5 * time.Second
+	t0 := time.Now()
+	runErr := cmd.Run()
+	b := &Boot{N: n, Log: logPath, Wall: time.Since(t0)}
+	if ctx.Err() != nil {
+		b.TimedOut = true
+	} else if runErr != nil {
+		b.ExitErr = runErr
+	}
+	logf.Sync()
+	raw, err := os.ReadFile(logPath)
+	if err != nil {
+		return nil, err
+	}
+	b.Console = cleanConsole(raw)
+	if m := grubRe.FindAllStringSubmatch(b.Console, -1); m != nil {
+		b.GrubChose = m[len(m)-1][1]
+	}
+	if m := bootedRe.FindStringSubmatch(b.Console); m != nil {
+		b.Slot, b.Version = m[1], m[2]
+	}
+	if m := doneRe.FindStringSubmatch(b.Console); m != nil {
+		b.Done, b.Uptime = true, m[1]
+	}
+	if b.ExitErr != nil {
+		return b, fmt.Errorf("qemu failed: %w", b.ExitErr)
+	}
+	return b, nil
+}
+
+// Lines returns the console lines that contain substr.
+func (b *Boot) Lines(substr string) []string {
+	var out []string
+	for _, l := range strings.Split(b.Console, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, strings.TrimSpace(l))
+		}
+	}
+	return out
+}
+
+// Has reports whether a console line contains substr.
+func (b *Boot) Has(substr string) bool { return strings.Contains(b.Console, substr) }
+
+// Markers is the boot's story in one line, for the test log.
+func (b *Boot) Markers() string {
+	var parts []string
+	for _, l := range strings.Split(b.Console, "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "sealift-grub:"),
+			strings.HasPrefix(l, "sealift-e2e-grub: no"),
+			strings.HasPrefix(l, "SEALIFT-E2E-INITRD: FAIL"),
+			strings.HasPrefix(l, "SEALIFT-E2E: booted"),
+			strings.HasPrefix(l, "SEALIFT-E2E: root "),
+			strings.HasPrefix(l, "SEALIFT-E2E: health"),
+			strings.HasPrefix(l, "SEALIFT-E2E: rebooting"),
+			strings.HasPrefix(l, "SEALIFT-E2E: step"),
+			strings.HasPrefix(l, "SEALIFT-E2E: done"),
+			strings.Contains(l, "Kernel panic"):
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, " | ")
+}
+
+// Tail is the end of the console, for failure messages.
+func (b *Boot) Tail(n int) string {
+	lines := strings.Split(strings.TrimRight(b.Console, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Summary is one line per boot: wall time and what happened.
+func (b *Boot) Summary() string {
+	state := "powered off"
+	switch {
+	case b.TimedOut:
+		state = "TIMED OUT"
+	case b.ExitErr != nil:
+		state = "qemu error: " + b.ExitErr.Error()
+	case !b.Done:
+		state = "rebooted before done"
+	}
+	up := ""
+	if b.Uptime != "" {
+		up = ", guest uptime at done " + b.Uptime + "s"
+	}
+	return fmt.Sprintf("boot %d: %.1fs wall (%s%s) grub=%s slot=%s version=%s",
+		b.N, b.Wall.Seconds(), state, up, orDash(b.GrubChose), orDash(b.Slot), orDash(b.Version))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
