@@ -192,3 +192,48 @@ func TestCLIBootCheckRecordsFallback(t *testing.T) {
 		t.Fatalf("retry of an unknown failure: exit %d", code)
 	}
 }
+
+func TestCLIHealth(t *testing.T) {
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "disk.img")
+	mustCLI(t, "disk", "init", disk, "--size", "320M", "--root-size", "64M", "--esp-size", "64M")
+	r := makeRelease(t, dir, 4, 1<<20)
+	for _, v := range []string{"v1", "v2"} {
+		if code, out := install(t, disk, r, v); code != 0 {
+			t.Fatal(out)
+		}
+		mustCLI(t, "boot", "simulate", "--disk", disk, "--apply")
+		if v == "v1" {
+			mustCLI(t, "mark-good", "--disk", disk)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "root.json"), []byte("{}"), 0o644)
+	cfg := filepath.Join(dir, "config.toml")
+	marker := filepath.Join(dir, "rebooted")
+	os.WriteFile(cfg, []byte(`[source]
+layout = "."
+[trust]
+root = "root.json"
+[node]
+variant = "k8s"
+[health]
+probation = "0s"
+interval = "10ms"
+deadline = "50ms"
+reboot_command = ["/bin/sh", "-c", "touch `+marker+`"]
+[[health.check]]
+name = "api"
+type = "command"
+command = ["/bin/sh", "-c", "echo apiserver down; exit 1"]
+`), 0o644)
+	out := mustCLI(t, "health", "--disk", disk, "--config", cfg)
+	if !strings.Contains(out, `unhealthy: check "api": exit code 1, expected 0: apiserver down; marked bad`) {
+		t.Fatalf("health: %s", out)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatal("the reboot command did not run")
+	}
+	if out := mustCLI(t, "boot", "simulate", "--disk", disk); !strings.Contains(out, "next boot: A") {
+		t.Fatalf("after unhealthy: %s", out)
+	}
+}

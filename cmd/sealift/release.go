@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -261,7 +262,7 @@ func cmdUpdate(g *globals, args []string) error {
 	fmt.Fprintf(g.stdout, "installed %s into slot %s (%s); %s\n", ir.Record.Version, ir.Slot, res.Reason, ir.Next)
 	if *reboot {
 		s.Close()
-		return runReboot(g, *rebootCmd)
+		return runReboot(g, strings.Fields(*rebootCmd))
 	}
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"sealift/updater/health"
 )
 
 // DefaultPath is where a node keeps its config.
@@ -24,6 +26,9 @@ type Config struct {
 	Trust  TrustConfig  `toml:"trust"`
 	Node   NodeConfig   `toml:"node"`
 	Update UpdateConfig `toml:"update"`
+	// Health is checked when the config is loaded, so a bad check fails
+	// now rather than at the next boot.
+	Health health.Config `toml:"health"`
 }
 
 // SourceConfig says where releases come from.
@@ -202,6 +207,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Update.Tries < 1 || c.Update.Tries > 15 {
 		bad("update.tries", "%d out of range 1-15", c.Update.Tries)
+	}
+	if len(c.Health.Checks) > 0 || c.Health.Probation != "" || c.Health.Deadline != "" || c.Health.Interval != "" {
+		if _, err := c.Health.Compile(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

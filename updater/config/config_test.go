@@ -47,6 +47,9 @@ variant = "v"
 		{"missing variant", strings.Replace(base, "variant = \"v\"", "", 1), "node.variant"},
 		{"unreadable root", strings.Replace(base, "root.json", "missing.json", 1), "trust.root"},
 		{"username without password", strings.Replace(base, "[trust]", "username = \"u\"\n[trust]", 1), "source.password_file"},
+		{"health check of unknown type", base + "[[health.check]]\ntype = \"ping\"\n", `health.check[0].type: unknown check type "ping"`},
+		{"health command not executable", base + "[[health.check]]\ntype = \"command\"\ncommand = [\"/nonexistent/probe\"]\n", "not an executable file"},
+		{"valid health", base + "[health]\nprobation = \"1m\"\n[[health.check]]\ntype = \"http\"\nurl = \"http://127.0.0.1:10248/healthz\"\n", ""},
 		{"layout not a dir", strings.Replace(base, `repository = "127.0.0.1:5000/os/node"`, `layout = "nope"`, 1), "source.layout"},
 	}
 	for _, c := range cases {
