@@ -3,8 +3,6 @@ package bootloader
 import (
 	"errors"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -196,27 +194,5 @@ func TestRecordedBackend(t *testing.T) {
 	}
 	if n, err := RecordedBackend(esp); err != nil || n != "sdboot" {
 		t.Fatalf("%q %v", n, err)
-	}
-}
-
-func TestWriteFileAtomicLeavesNoTemp(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "f")
-	for _, data := range []string{"one", "two"} {
-		if err := WriteFileAtomic(p, []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ents, _ := os.ReadDir(dir)
-	if len(ents) != 1 {
-		t.Fatalf("dir holds %d entries", len(ents))
-	}
-	b, _ := os.ReadFile(p)
-	st, _ := os.Stat(p)
-	if string(b) != "two" || st.Mode().Perm() != 0o600 {
-		t.Fatalf("%q %v", b, st.Mode())
-	}
-	if err := WriteFileAtomic(filepath.Join(dir, "missing", "f"), nil, 0o600); err == nil {
-		t.Fatal("write into a missing dir succeeded")
 	}
 }

@@ -1,10 +1,11 @@
 package bootloader
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+
+	"sealift/internal/atomicfile"
 )
 
 // FS is the small part of a filesystem the backends and boot files need on
@@ -34,14 +35,14 @@ func (d DirFS) ReadFile(name string) ([]byte, error) { return os.ReadFile(d.path
 // WriteFile writes a temp file, fsyncs it, renames it into place and fsyncs
 // the directory, so a crash leaves either the old or the new file.
 func (d DirFS) WriteFile(name string, data []byte) error {
-	return WriteFileAtomic(d.path(name), data, 0o644)
+	return atomicfile.WriteFile(d.path(name), data, 0o644)
 }
 
 func (d DirFS) Rename(oldname, newname string) error {
 	if err := os.Rename(d.path(oldname), d.path(newname)); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(d.path(newname)))
+	return atomicfile.SyncDir(filepath.Dir(d.path(newname)))
 }
 
 func (d DirFS) Remove(name string) error {
@@ -49,7 +50,7 @@ func (d DirFS) Remove(name string) error {
 	if err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	return syncDir(filepath.Dir(d.path(name)))
+	return atomicfile.SyncDir(filepath.Dir(d.path(name)))
 }
 
 func (d DirFS) ReadDir(dir string) ([]string, error) {
@@ -69,46 +70,3 @@ func (d DirFS) ReadDir(dir string) ([]string, error) {
 }
 
 func (d DirFS) MkdirAll(dir string) error { return os.MkdirAll(d.path(dir), 0o755) }
-
-// WriteFileAtomic is the crash-safe write every persisted state change in
-// sealift goes through: temp file in the same directory, fsync, rename,
-// fsync of the directory.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
-}

@@ -18,6 +18,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
+
+	"sealift/internal/atomicfile"
 )
 
 // maxIndexSize bounds index.json: a layout on removable media is not
@@ -190,7 +192,7 @@ func NewLayoutPublisher(dir string) (*LayoutPublisher, error) {
 	}
 	p := filepath.Join(dir, "oci-layout")
 	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
-		if err := writeFileAtomic(p, []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+		if err := atomicfile.WriteFile(p, []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil {
 			return nil, err
 		}
 	} else if err != nil {
@@ -378,7 +380,7 @@ func writeBlob(ctx context.Context, final string, r io.Reader, digest string, si
 		return err
 	}
 	ok = true
-	return syncDir(filepath.Dir(final))
+	return atomicfile.SyncDir(filepath.Dir(final))
 }
 
 type ctxReader struct {
@@ -437,39 +439,5 @@ func (p *LayoutPublisher) setTag(tag string, entry map[string]any) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(p.dir, "index.json"), append(b, '\n'))
-}
-
-// writeFileAtomic replaces path with data: temp file, fsync, rename,
-// directory fsync.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFile(filepath.Join(p.dir, "index.json"), append(b, '\n'), 0o644)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"sealift/bootloader"
+	"sealift/internal/atomicfile"
 )
 
 // FileName is the state file inside the state directory.
@@ -138,7 +139,7 @@ func (d Dir) Save(s *State) error {
 	if err != nil {
 		return err
 	}
-	if err := bootloader.WriteFileAtomic(filepath.Join(string(d), FileName), append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(string(d), FileName), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
 	return nil
