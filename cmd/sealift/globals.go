@@ -90,11 +90,16 @@ type session struct {
 	espPath string
 }
 
+// Close releases the lock and the disk; calling it again does nothing.
 func (s *session) Close() {
 	if s.unlock != nil {
 		_ = s.unlock()
+		s.unlock = nil
 	}
-	_ = s.disk.Close()
+	if s.disk != nil {
+		_ = s.disk.Close()
+		s.disk = nil
+	}
 }
 
 // open opens the disk named by --disk (or the running root's), locks it

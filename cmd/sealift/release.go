@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"sealift/signing"
 	"sealift/updater"
 	"sealift/updater/config"
@@ -163,33 +165,60 @@ func (n *nodeFlags) load() (*config.Config, error) {
 	return c, nil
 }
 
+func (n *nodeFlags) add(fs *pflag.FlagSet, downgradeHelp string) {
+	fs.StringVar(&n.configPath, "config", config.DefaultPath, "node config")
+	fs.BoolVar(&n.allowDowngrade, "allow-downgrade", false, downgradeHelp)
+}
+
+// node is what check and update work with: the config, the opened disk,
+// the release source and the TUF client reading through it.
+type node struct {
+	cfg   *config.Config
+	s     *session
+	src   oci.Source
+	trust *signing.Client
+}
+
+func (n *nodeFlags) open(ctx context.Context, g *globals, writable bool) (*node, error) {
+	c, err := n.load()
+	if err != nil {
+		return nil, err
+	}
+	s, err := g.open(writable)
+	if err != nil {
+		return nil, err
+	}
+	src, err := nodeSource(c)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	trust, err := nodeTrust(ctx, c, src)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return &node{cfg: c, s: s, src: src, trust: trust}, nil
+}
+
+func (n *nodeFlags) checkOptions(c *config.Config) updater.CheckOptions {
+	return updater.CheckOptions{Variant: c.Node.Variant, Arch: c.Node.Arch, AllowDowngrade: n.allowDowngrade}
+}
+
 func cmdCheck(g *globals, args []string) error {
 	fs := g.flagSet("check", "check [--config FILE] [--disk DISK] [--json]", true)
 	var n nodeFlags
-	fs.StringVar(&n.configPath, "config", config.DefaultPath, "node config")
-	fs.BoolVar(&n.allowDowngrade, "allow-downgrade", false, "consider releases older than the running one")
+	n.add(fs, "consider releases older than the running one")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := g.parse(fs, args); err != nil {
 		return err
 	}
-	c, err := n.load()
+	nd, err := n.open(context.Background(), g, false)
 	if err != nil {
 		return err
 	}
-	s, err := g.open(false)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	src, err := nodeSource(c)
-	if err != nil {
-		return err
-	}
-	trust, err := nodeTrust(context.Background(), c, src)
-	if err != nil {
-		return err
-	}
-	res, err := s.up.Check(trust, updater.CheckOptions{Variant: c.Node.Variant, Arch: c.Node.Arch, AllowDowngrade: n.allowDowngrade})
+	defer nd.s.Close()
+	res, err := nd.s.up.Check(nd.trust, n.checkOptions(nd.cfg))
 	if err != nil {
 		return err
 	}
@@ -217,36 +246,24 @@ func cmdCheck(g *globals, args []string) error {
 func cmdUpdate(g *globals, args []string) error {
 	fs := g.flagSet("update", "update [--config FILE] [--disk DISK] [--allow-downgrade] [--reboot]", true)
 	var n nodeFlags
-	fs.StringVar(&n.configPath, "config", config.DefaultPath, "node config")
-	fs.BoolVar(&n.allowDowngrade, "allow-downgrade", false, "install a release older than the running one")
+	n.add(fs, "install a release older than the running one")
 	reboot := fs.Bool("reboot", false, "reboot into the new slot when the update is staged")
 	rebootCmd := fs.String("reboot-command", "systemctl reboot", "command --reboot runs")
 	if err := g.parse(fs, args); err != nil {
 		return err
 	}
-	c, err := n.load()
-	if err != nil {
-		return err
-	}
-	s, err := g.open(true)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	src, err := nodeSource(c)
+	nd, err := n.open(ctx, g, true)
 	if err != nil {
 		return err
 	}
-	trust, err := nodeTrust(ctx, c, src)
-	if err != nil {
-		return err
-	}
+	s := nd.s
+	defer s.Close()
 	report, finish := g.progress("updating")
-	res, ir, err := s.up.Update(ctx, trust, src, updater.UpdateOptions{
-		CheckOptions: updater.CheckOptions{Variant: c.Node.Variant, Arch: c.Node.Arch, AllowDowngrade: n.allowDowngrade},
-		Tries:        c.Update.Tries,
+	res, ir, err := s.up.Update(ctx, nd.trust, nd.src, updater.UpdateOptions{
+		CheckOptions: n.checkOptions(nd.cfg),
+		Tries:        nd.cfg.Update.Tries,
 		Progress:     report,
 	})
 	finish()
