@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -526,10 +527,13 @@ func TestRootReaderEndlessDataBoundedMemory(t *testing.T) {
 }
 
 // blockingFetcher serves blobs that never deliver a byte until ctx ends.
-type blockingFetcher struct{ started chan struct{} }
+type blockingFetcher struct {
+	started chan struct{}
+	once    sync.Once
+}
 
 func (b *blockingFetcher) Blob(ctx context.Context, digest string, size int64) (io.ReadCloser, error) {
-	close(b.started)
+	b.once.Do(func() { close(b.started) }) // the next blob is asked for early
 	return &ctxBlockedReader{ctx: ctx}, nil
 }
 
