@@ -580,7 +580,14 @@ func buildAssets() (*Assets, error) {
 	if a.Busybox, err = staticBusybox(); err != nil {
 		return nil, err
 	}
-	// Per run: disks, images and serial logs. Kept when a test fails.
+	// Per run: disks, images and serial logs. Kept when a test fails,
+	// until a run a day later prunes it.
+	old, _ := filepath.Glob(filepath.Join(cache, "run-*"))
+	for _, d := range old {
+		if st, err := os.Stat(d); err == nil && time.Since(st.ModTime()) > 24*time.Hour {
+			os.RemoveAll(d)
+		}
+	}
 	if a.Work, err = os.MkdirTemp(cache, "run-"); err != nil {
 		return nil, err
 	}

@@ -122,6 +122,9 @@ func (s *scenario) boot() *Boot {
 	if b.TimedOut {
 		s.fail(b, "boot %d did not end within %s", n, bootTimeout())
 	}
+	if b.Fatal != "" {
+		s.fail(b, "boot %d ended with %q on the console", n, b.Fatal)
+	}
 	return b
 }
 

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -29,6 +30,7 @@ type Boot struct {
 	Log      string // serial log file
 	Wall     time.Duration
 	TimedOut bool
+	Fatal    string // the fatal console message that ended the boot early
 	ExitErr  error
 	Console  string // cleaned serial output
 
@@ -38,6 +40,9 @@ type Boot struct {
 	Done      bool   // the root init reached "done" and powered off
 	Uptime    string // guest uptime at "done"
 }
+
+// fatalPatterns on the console end a boot early.
+var fatalPatterns = []string{"Kernel panic - not syncing", "KVM internal error"}
 
 var (
 	ansiRe   = regexp.MustCompile(`\x1b\[[0-9;?=]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>c]`)
@@ -73,11 +78,45 @@ func bootOnce(a *Assets, disk, logPath string, n int) (*Boot, error) {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.WaitDelay = 5 * time.Second
 	t0 := time.Now()
-	runErr := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start qemu: %w", err)
+	}
+	// A guest that cannot go on (kernel panic, KVM failure) never ends
+	// qemu by itself: end it soon after, as a failed boot.
+	fatal := make(chan string, 1)
+	stop := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			raw, _ := os.ReadFile(logPath)
+			for _, p := range fatalPatterns {
+				if bytes.Contains(raw, []byte(p)) {
+					fatal <- p
+					time.Sleep(2 * time.Second) // let the trace reach the log
+					cmd.Process.Kill()
+					return
+				}
+			}
+		}
+	}()
+	runErr := cmd.Wait()
+	close(stop)
 	b := &Boot{N: n, Log: logPath, Wall: time.Since(t0)}
-	if ctx.Err() != nil {
+	select {
+	case b.Fatal = <-fatal:
+	default:
+	}
+	switch {
+	case b.Fatal != "":
+	case ctx.Err() != nil:
 		b.TimedOut = true
-	} else if runErr != nil {
+	case runErr != nil:
 		b.ExitErr = runErr
 	}
 	logf.Sync()
@@ -150,6 +189,8 @@ func (b *Boot) Tail(n int) string {
 func (b *Boot) Summary() string {
 	state := "powered off"
 	switch {
+	case b.Fatal != "":
+		state = "ended early: " + b.Fatal
 	case b.TimedOut:
 		state = "TIMED OUT"
 	case b.ExitErr != nil:
