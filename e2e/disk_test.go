@@ -165,6 +165,9 @@ type statusJSON struct {
 		Running  bool `json:"running"`
 		Release  *struct {
 			Version string `json:"version"`
+			Verity  struct {
+				RootHash string `json:"root_hash"`
+			} `json:"verity"`
 		} `json:"release"`
 	} `json:"slots"`
 	NextBoot struct {
@@ -207,6 +210,16 @@ func (st *statusJSON) slot(name string) (prio, tries int, successful bool, versi
 		}
 	}
 	return 0, 0, false, ""
+}
+
+// rootHash is the verity root hash sealift recorded for a slot.
+func (st *statusJSON) rootHash(name string) string {
+	for _, sl := range st.Slots {
+		if sl.Slot == name && sl.Release != nil {
+			return sl.Release.Verity.RootHash
+		}
+	}
+	return ""
 }
 
 // grubenv copies EFI/sealift/grubenv off the ESP and lists it with

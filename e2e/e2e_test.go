@@ -50,9 +50,9 @@ func rootImage(t *testing.T, s *scenario, version string, steps []string) *RootI
 }
 
 // expectHealthy checks a boot that ran version ver from slot with its root
-// on dm-verity over partition dev, passed its health check, ran its steps
-// without error and powered off.
-func (s *scenario) expectHealthy(b *Boot, slot, ver, dev string) {
+// on dm-verity (root hash hash) over partition dev, passed its health
+// check, ran its steps without error and powered off.
+func (s *scenario) expectHealthy(b *Boot, slot, ver, dev, hash string) {
 	s.t.Helper()
 	if b.GrubChose != slot {
 		s.fail(b, "boot %d: GRUB chose slot %q, want %s", b.N, b.GrubChose, slot)
@@ -60,8 +60,8 @@ func (s *scenario) expectHealthy(b *Boot, slot, ver, dev string) {
 	if b.Slot != slot || b.Version != ver {
 		s.fail(b, "boot %d: guest reports slot=%q version=%q, want slot=%s version=%s", b.N, b.Slot, b.Version, slot, ver)
 	}
-	if tbl := b.Lines("SEALIFT-E2E-INITRD: verity table:"); len(tbl) != 1 || !strings.Contains(tbl[0], " verity 1 ") {
-		s.fail(b, "boot %d: no dm-verity table from the initramfs: %q", b.N, tbl)
+	if tbl := b.Lines("SEALIFT-E2E-INITRD: verity table:"); len(tbl) != 1 || !strings.Contains(tbl[0], " verity 1 ") || hash == "" || !strings.Contains(tbl[0], " sha256 "+hash+" ") {
+		s.fail(b, "boot %d: no dm-verity table with root hash %q from the initramfs: %q", b.N, hash, tbl)
 	}
 	wantRoot := "SEALIFT-E2E: root dev=dm-"
 	root := b.Lines("SEALIFT-E2E: root ")
@@ -113,7 +113,7 @@ func (s *scenario) bootV1(v1 *RootImage) {
 		s.t.Fatalf("after installing v1 the next boot is %+v, want A on trial\n%s", st.NextBoot, st.raw)
 	}
 	b := s.boot()
-	s.expectHealthy(b, "A", "v1", "vda2")
+	s.expectHealthy(b, "A", "v1", "vda2", st.rootHash("A"))
 	s.t.Logf("guest 'sealift mark-good': %s", strings.TrimSpace(guestOutput(b, 1)))
 	st = s.status()
 	if _, _, ok, _ := st.slot("A"); !ok {
@@ -143,7 +143,7 @@ func TestHealthyUpdateGrubenv(t *testing.T) {
 	}
 
 	b := s.boot()
-	s.expectHealthy(b, "B", "v2", "vda3")
+	s.expectHealthy(b, "B", "v2", "vda3", st.rootHash("B"))
 	t.Logf("guest 'sealift status' on v2:\n%s", guestOutput(b, 2))
 	if g := guestOutput(b, 2); !strings.Contains(g, "running:   B") {
 		s.fail(b, "the guest's sealift status does not show B running:\n%s", g)
@@ -222,14 +222,14 @@ func TestCorruptedSlotFallsBack(t *testing.T) {
 	}
 
 	b := s.boot()
-	s.expectHealthy(b, "A", "v1", "vda2")
+	s.expectHealthy(b, "A", "v1", "vda2", s.status().rootHash("A"))
 	t.Logf("guest 'sealift status' after falling back:\n%s", guestOutput(b, 2))
 
 	st := s.status()
 	t.Logf("host 'sealift status --json' after the fallback: running=%q next=%+v pending=%+v last=%+v notes=%q",
 		st.Running, st.NextBoot, st.Pending, st.Last, st.Notes)
-	aPrio, _, aOK, _ := st.slot("A")
-	bPrio, bTries, bOK, _ := st.slot("B")
+	_, _, aOK, _ := st.slot("A")
+	_, bTries, bOK, _ := st.slot("B")
 	switch {
 	case !aOK:
 		t.Fatalf("slot A should be successful\n%s", st.raw)
@@ -237,8 +237,11 @@ func TestCorruptedSlotFallsBack(t *testing.T) {
 		t.Fatalf("slot B should have spent its tries and not be successful\n%s", st.raw)
 	case st.NextBoot.Slot != "A":
 		t.Fatalf("the next boot should be A\n%s", st.raw)
-	case aPrio <= bPrio && bPrio != 0:
-		t.Logf("note: A's priority %d is not above B's %d", aPrio, bPrio)
+	}
+	if st.Pending != nil && st.Pending.Slot == "B" {
+		// Not asserted: sealift does not yet notice a fallback (see the
+		// e2e report); this line goes away when it does.
+		t.Logf("known gap: after the fallback the state still has v2 in B pending as %q", st.Pending.Phase)
 	}
 	env := s.grubenv()
 	if env["A_OK"] != "1" || env["B_OK"] == "1" || env["B_TRY"] != "0" {
