@@ -148,3 +148,20 @@ func pushed(b *testing.B, img v1.Image, host string) oci.Source {
 	}
 	return src
 }
+
+// BenchmarkBuild measures the publisher side: verity tree plus parallel
+// chunk compression of a root-filesystem-like image (SEALIFT_BENCH_MB).
+func BenchmarkBuild(b *testing.B) {
+	size := benchSize()
+	_, o := benchRelease(b, size)
+	b.SetBytes(size)
+	before := cpuTime()
+	for b.Loop() {
+		o.Created = o.Created.Add(time.Second) // a new release each time
+		if _, _, err := release.Build(*o); err != nil {
+			b.Fatal(err)
+		}
+	}
+	gib := float64(size) * float64(b.N) / (1 << 30)
+	b.ReportMetric((cpuTime()-before).Seconds()/gib, "cpu-s/GiB")
+}
