@@ -449,11 +449,14 @@ type RootImage struct {
 	PayloadMarker string
 }
 
-// defaultSteps are what the guest runs after a healthy boot: mark the
-// running slot good (the slot comes from sealift.slot= on /proc/cmdline),
-// show the status, and show it once more without --disk, so sealift finds
-// the disk itself from / through dm-verity to the partition.
+// defaultSteps are what the guest runs after a healthy boot: boot-check
+// (records a fallback from a new slot, if the bootloader made one), mark
+// the running slot good (the slot comes from sealift.slot= on
+// /proc/cmdline), show the status, and show it once more without --disk,
+// so sealift finds the disk itself from / through dm-verity to the
+// partition.
 var defaultSteps = []string{
+	"sealift boot-check --disk /dev/vda --log-format text",
 	"sealift mark-good --disk /dev/vda --log-format text",
 	"sealift status --disk /dev/vda --log-format text",
 	"sealift status --json --log-format text | grep '\"disk\": \"/dev/vda\"'",

@@ -38,15 +38,20 @@ func (u *Updater) BootCheck() (*BootCheck, error) {
 	}
 	bc := &BootCheck{Running: running, Result: "no-update"}
 	p := st.Pending
-	if p == nil {
-		return bc, nil
-	}
-	switch {
-	case p.Phase == state.PhaseWriting:
-		bc.Result = "interrupted"
-		return bc, nil
-	case p.Slot == running:
-		bc.Result = "trial"
+	if p == nil || p.Phase == state.PhaseWriting || p.Slot == running {
+		switch {
+		case p == nil:
+		case p.Phase == state.PhaseWriting:
+			bc.Result = "interrupted"
+		default:
+			bc.Result = "trial"
+		}
+		if u.Runtime != nil && st.LastBoot != running {
+			// Record the real boot, so sealift on a host working on the
+			// stopped disk knows which slot ran last.
+			st.LastBoot = running
+			return bc, u.State.Save(st)
+		}
 		return bc, nil
 	}
 	flags, err := u.Boot.Load()
@@ -64,6 +69,9 @@ func (u *Updater) BootCheck() (*BootCheck, error) {
 	st.Failed[p.Version] = o
 	st.Last = o
 	st.Pending = nil
+	if u.Runtime != nil {
+		st.LastBoot = running
+	}
 	bc.Result, bc.Outcome = "rolled-back", o
 	// The failed slot is cleared so that nothing boots it by accident
 	// later; the running slot stays as it is.

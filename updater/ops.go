@@ -69,6 +69,8 @@ func (u *Updater) Status() (*Status, error) {
 		switch {
 		case p.Phase == state.PhaseWriting:
 			s.Notes = append(s.Notes, fmt.Sprintf("the update to %s was interrupted while writing slot %s; the slot is not bootable. Install again, or 'sealift cancel' to forget it", p.Version, p.Slot))
+		case p.Phase == state.PhaseTrial && !flags[p.Slot].Bootable() && !(ok && running == p.Slot):
+			s.Notes = append(s.Notes, fmt.Sprintf("%s in slot %s is no longer bootable (tries spent or marked bad): the bootloader falls back; 'sealift boot-check' records why", p.Version, p.Slot))
 		case p.Phase == state.PhaseTrial && ok && running == p.Slot:
 			s.Notes = append(s.Notes, fmt.Sprintf("running %s in slot %s on trial: 'sealift mark-good' keeps it, otherwise the bootloader falls back", p.Version, p.Slot))
 		case p.Phase == state.PhaseTrial:
@@ -189,7 +191,7 @@ func (u *Updater) SimulateBoot(apply bool) (bootloader.Decision, error) {
 	if err != nil {
 		return d, err
 	}
-	st.SimulatedRunning = d.Slot
+	st.LastBoot = d.Slot
 	after := d.After
 	return d, u.transition(func(bootloader.Flags) (bootloader.Flags, error) { return after, nil }, st)
 }

@@ -38,7 +38,8 @@ type Disk interface {
 
 // Runtime tells which slot the running system booted from. It is nil when
 // sealift operates on a disk that is not booted (an image file); then the
-// slot chosen by the last simulated boot stands in for it.
+// slot of the last boot (real, as boot-check recorded it, or simulated)
+// stands in for it.
 type Runtime interface {
 	RunningSlot() (bootloader.Slot, error)
 }
@@ -76,8 +77,8 @@ func (u *Updater) running(st *state.State) (bootloader.Slot, bool, error) {
 		}
 		return s, true, nil
 	}
-	if st.SimulatedRunning.Valid() {
-		return st.SimulatedRunning, true, nil
+	if st.LastBoot.Valid() {
+		return st.LastBoot, true, nil
 	}
 	return "", false, nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"sealift/partitions"
 	"sealift/updater"
 )
 
@@ -235,5 +236,31 @@ command = ["/bin/sh", "-c", "echo apiserver down; exit 1"]
 	}
 	if out := mustCLI(t, "boot", "simulate", "--disk", disk); !strings.Contains(out, "next boot: A") {
 		t.Fatalf("after unhealthy: %s", out)
+	}
+}
+
+func TestCLIDiskInitInstallsEFIBinary(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "BOOTX64.EFI")
+	os.WriteFile(bin, []byte("MZ fake efi"), 0o644)
+	disk := filepath.Join(dir, "disk.img")
+	mustCLI(t, "disk", "init", disk, "--size", "320M", "--root-size", "64M", "--esp-size", "64M", "--efi-binary", bin)
+	d, err := partitions.Open(disk, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	esp, err := d.ESPFS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := esp.ReadFile("EFI/BOOT/BOOTX64.EFI"); err != nil || string(b) != "MZ fake efi" {
+		t.Fatalf("%q %v", b, err)
+	}
+	if code, _, _ := cli(t, "disk", "init", filepath.Join(dir, "d2.img"), "--size", "320M", "--efi-binary", filepath.Join(dir, "nope")); code != exitBadInput {
+		t.Fatalf("missing EFI binary: exit %d", code)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "d2.img")); err == nil {
+		t.Fatal("disk created despite the missing EFI binary")
 	}
 }

@@ -46,6 +46,7 @@ func cmdDiskInit(g *globals, args []string) error {
 	st := fs.String("state-size", "", "STATE size (default: the rest of the disk)")
 	backend := fs.String("boot-backend", "grubenv", "boot flag backend: gptprio, grubenv or sdboot (recorded on the disk)")
 	force := fs.Bool("force", false, "overwrite an existing partition table")
+	efi := fs.String("efi-binary", "", "EFI bootloader to install as EFI/BOOT/BOOTX64.EFI (e.g. a standalone GRUB whose embedded config loads EFI/sealift/grub.cfg, or systemd-bootx64.efi)")
 	if err := g.parse(fs, args); err != nil {
 		return err
 	}
@@ -72,6 +73,13 @@ func cmdDiskInit(g *globals, args []string) error {
 	case "gptprio", "grubenv", "sdboot":
 	default:
 		return usageError{fmt.Sprintf("--boot-backend %q: want gptprio, grubenv or sdboot", *backend)}
+	}
+	var efiBin []byte
+	if *efi != "" {
+		var err error
+		if efiBin, err = readInput("EFI binary", *efi); err != nil {
+			return err
+		}
 	}
 	if err := partitions.Create(path, o); err != nil {
 		return err
@@ -101,6 +109,14 @@ func cmdDiskInit(g *globals, args []string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("set up %s boot backend: %w", *backend, err)
+	}
+	if efiBin != nil {
+		if err := espfs.MkdirAll("EFI/BOOT"); err != nil {
+			return err
+		}
+		if err := espfs.WriteFile("EFI/BOOT/BOOTX64.EFI", efiBin); err != nil {
+			return fmt.Errorf("install EFI binary: %w", err)
+		}
 	}
 	if err := bootloader.RecordBackend(espfs, *backend); err != nil {
 		return fmt.Errorf("record boot backend: %w", err)
@@ -143,7 +159,7 @@ func printStatus(w io.Writer, disk string, st *updater.Status) {
 	case st.Running == "":
 		fmt.Fprintln(w, "running:   none (image not booted yet)")
 	case st.Simulated:
-		fmt.Fprintf(w, "running:   %s (simulated boot of an image)\n", st.Running)
+		fmt.Fprintf(w, "running:   %s (last boot of this image)\n", st.Running)
 	default:
 		fmt.Fprintf(w, "running:   %s\n", st.Running)
 	}

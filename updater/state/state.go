@@ -80,10 +80,10 @@ type State struct {
 	Pending *Pending `json:"pending,omitempty"`
 	// Last is how the most recent update or rollback ended.
 	Last *Outcome `json:"last,omitempty"`
-	// SimulatedRunning is, for a disk image that is not booted, the slot the
-	// last simulated boot chose. A booted system learns its slot from the
-	// kernel command line instead.
-	SimulatedRunning bootloader.Slot `json:"simulated_running,omitempty"`
+	// LastBoot is the slot the most recent boot ran: recorded by boot-check
+	// on a booted system, or by a simulated boot of an image. sealift on a
+	// host working on the stopped disk takes it as the running slot.
+	LastBoot bootloader.Slot `json:"last_boot,omitempty"`
 	// Failed lists releases that were tried and fell back, by version:
 	// they are not installed again until an operator clears them.
 	Failed map[string]*Outcome `json:"failed,omitempty"`
