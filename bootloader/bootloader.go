@@ -13,6 +13,7 @@ package bootloader
 import (
 	"errors"
 	"fmt"
+	"sort"
 )
 
 // Slot names one of the two root slots.
@@ -110,6 +111,20 @@ func (f Flags) Preferred() (Slot, bool) {
 		}
 	}
 	return best, found
+}
+
+// Order lists the slots with priority > 0, highest first, A first on a tie,
+// as Preferred ranks them: the boot order a backend writes (grubenv's
+// ORDER, sdboot's entry generations).
+func (f Flags) Order() []Slot {
+	var order []Slot
+	for _, s := range Slots {
+		if f[s].Priority > 0 {
+			order = append(order, s)
+		}
+	}
+	sort.SliceStable(order, func(i, j int) bool { return f[order[i]].Priority > f[order[j]].Priority })
+	return order
 }
 
 // Decision is what a simulated bootloader did at one boot.

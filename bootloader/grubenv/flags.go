@@ -2,7 +2,6 @@ package grubenv
 
 import (
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -29,18 +28,9 @@ func scriptVars() []string {
 	return []string{VarOrder, OKVar(bootloader.SlotA), TryVar(bootloader.SlotA), OKVar(bootloader.SlotB), TryVar(bootloader.SlotB)}
 }
 
-// Order lists the slots with priority > 0, highest first; A wins a tie as
-// in the model (bootloader.Flags.Preferred).
-func Order(f bootloader.Flags) []bootloader.Slot {
-	var order []bootloader.Slot
-	for _, s := range bootloader.Slots {
-		if f[s].Priority > 0 {
-			order = append(order, s)
-		}
-	}
-	sort.SliceStable(order, func(i, j int) bool { return f[order[i]].Priority > f[order[j]].Priority })
-	return order
-}
+// Order lists the slots with priority > 0, highest first: the ORDER
+// variable.
+func Order(f bootloader.Flags) []bootloader.Slot { return f.Order() }
 
 // SetFlags writes flags into the environment. Only the relative order of
 // priorities survives: ORDER holds positions, not numbers.

@@ -148,7 +148,7 @@ func desired(f bootloader.Flags, st state) map[bootloader.Slot]*EntryName {
 		}
 		want[s] = &n
 	}
-	order := preferenceOrder(f)
+	order := f.Order()
 	switch len(order) {
 	case 1:
 		s := order[0]
@@ -171,19 +171,6 @@ func desired(f bootloader.Flags, st state) map[bootloader.Slot]*EntryName {
 		}
 	}
 	return want
-}
-
-// preferenceOrder lists slots with priority > 0, highest first, A first on
-// a tie, as bootloader.Flags.Preferred ranks them.
-func preferenceOrder(f bootloader.Flags) []bootloader.Slot {
-	var order []bootloader.Slot
-	for _, s := range bootloader.Slots {
-		if f[s].Priority > 0 {
-			order = append(order, s)
-		}
-	}
-	sort.SliceStable(order, func(i, j int) bool { return f[order[i]].Priority > f[order[j]].Priority })
-	return order
 }
 
 // pick is systemd-boot's choice among entries: the first in its order.

@@ -310,7 +310,7 @@ func TestBless(t *testing.T) {
 // a successful slot has no tries, a slot with priority 0 has nothing.
 func normalize(f bootloader.Flags) bootloader.Flags {
 	out := bootloader.Flags{a: {}, b: {}}
-	for i, s := range preferenceOrder(f) {
+	for i, s := range f.Order() {
 		v := f[s]
 		v.Priority = 2 - i
 		if v.Successful {

@@ -44,10 +44,10 @@ func TestSimulateAgreesWithModel(t *testing.T) {
 		checked++
 		got := Simulate(f, nil)
 		want := bootloader.SimulateModel(f)
-		if want.Slot == "" && len(preferenceOrder(f)) > 0 {
+		if want.Slot == "" && len(f.Order()) > 0 {
 			// Documented difference: only bad entries are left.
 			differ++
-			first := preferenceOrder(f)[0]
+			first := f.Order()[0]
 			if got.Slot != first || !got.Trial || got.TriesLeft != 0 || !reflect.DeepEqual(got.After, f) || !strings.Contains(got.Note, "anyway") {
 				t.Errorf("%v: all-bad decision %#v", f, got)
 			}
