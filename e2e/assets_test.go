@@ -27,7 +27,8 @@ const kernelMeta = "linux-image-cloud-amd64"
 
 // Modules the initramfs loads (their dependencies come from modules.dep).
 // A module the kernel has built in is skipped; one it lacks is an error.
-var initrdModules = []string{"virtio_pci", "virtio_blk", "dm-mod", "dm-bufio", "dm-verity", "ext4"}
+// efivarfs lets the root read systemd-boot's LoaderEntrySelected.
+var initrdModules = []string{"virtio_pci", "virtio_blk", "dm-mod", "dm-bufio", "dm-verity", "ext4", "efivarfs"}
 
 // GRUB modules the standalone image carries: what the embedded config and
 // sealift's generated grub.cfg load, and what booting Linux on EFI needs.
@@ -467,6 +468,12 @@ var defaultSteps = []string{
 // steps it runs, and a 1 MiB payload that the init reads as its health
 // check. The image size is a multiple of 4096, as sealift requires.
 func buildRoot(workDir, version, busybox, sealift string, steps []string) (*RootImage, error) {
+	return buildRootFiles(workDir, version, busybox, sealift, steps, nil)
+}
+
+// buildRootFiles is buildRoot with extra files (path in the image, without
+// the leading slash, to content), e.g. etc/sealift/config.toml.
+func buildRootFiles(workDir, version, busybox, sealift string, steps []string, extra map[string]string) (*RootImage, error) {
 	stage, err := os.MkdirTemp(workDir, "root-"+version+"-")
 	if err != nil {
 		return nil, err
@@ -511,6 +518,15 @@ func buildRoot(workDir, version, busybox, sealift string, steps []string) (*Root
 	}
 	if err := os.WriteFile(filepath.Join(stage, "etc/sealift-e2e/steps"), []byte(strings.Join(steps, "\n")+"\n"), 0o644); err != nil {
 		return nil, err
+	}
+	for name, content := range extra {
+		dst := filepath.Join(stage, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(dst, []byte(content), 0o644); err != nil {
+			return nil, err
+		}
 	}
 	marker := "SEALIFT-E2E-PAYLOAD-" + version + "\n"
 	seed := sha256.Sum256([]byte(version))

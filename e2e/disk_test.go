@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -31,7 +32,13 @@ type scenario struct {
 	dir   string
 	disk  string
 	boots []*Boot
+	// backend is the disk's boot backend: grubenv (the default, booted by
+	// the standalone GRUB) or sdboot (booted by systemd-boot).
+	backend string
 }
+
+// sdbootEFI is Debian's systemd-boot (package systemd-boot-efi).
+const sdbootEFI = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
 
 func newScenario(t *testing.T, a *Assets) *scenario {
 	t.Helper()
@@ -39,7 +46,7 @@ func newScenario(t *testing.T, a *Assets) *scenario {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return &scenario{t: t, a: a, dir: dir, disk: filepath.Join(dir, "disk.img")}
+	return &scenario{t: t, a: a, dir: dir, disk: filepath.Join(dir, "disk.img"), backend: "grubenv"}
 }
 
 // sealift runs the host's sealift and returns its stdout; a failure ends
@@ -69,6 +76,10 @@ func (s *scenario) sealiftErr(args ...string) (string, error) {
 // writes EFI/sealift/grub.cfg but installs no EFI binary).
 func (s *scenario) initDisk() {
 	s.t.Helper()
+	if s.backend == "sdboot" {
+		s.initDiskSDBoot()
+		return
+	}
 	s.sealift("disk", "init", s.disk, "--size", diskSize, "--root-size", rootSize, "--boot-backend", "grubenv")
 	efi, err := os.ReadFile(s.a.GrubEFI)
 	if err != nil {
@@ -92,6 +103,53 @@ func (s *scenario) initDisk() {
 	if _, err := esp.ReadFile("EFI/sealift/grub.cfg"); err != nil {
 		s.t.Fatalf("sealift disk init --boot-backend grubenv wrote no EFI/sealift/grub.cfg: %v", err)
 	}
+}
+
+// initDiskSDBoot creates an sdboot disk with systemd-boot installed by
+// sealift itself (--efi-binary) as EFI/BOOT/BOOTX64.EFI.
+func (s *scenario) initDiskSDBoot() {
+	s.t.Helper()
+	want, err := os.ReadFile(sdbootEFI)
+	if err != nil {
+		s.t.Fatalf("systemd-boot: %v (install Debian package systemd-boot-efi: bash e2e/setup.sh)", err)
+	}
+	s.sealift("disk", "init", s.disk, "--size", diskSize, "--root-size", rootSize, "--boot-backend", "sdboot", "--efi-binary", sdbootEFI)
+	d, err := partitions.Open(s.disk, false)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer d.Close()
+	esp, err := d.ESPFS()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if got, err := esp.ReadFile("EFI/BOOT/BOOTX64.EFI"); err != nil || !bytes.Equal(got, want) {
+		s.t.Fatalf("sealift disk init --efi-binary did not install systemd-boot as EFI/BOOT/BOOTX64.EFI (%v)", err)
+	}
+	if _, err := esp.ReadFile("loader/loader.conf"); err != nil {
+		s.t.Fatalf("sealift disk init --boot-backend sdboot wrote no loader/loader.conf: %v", err)
+	}
+}
+
+// entries lists loader/entries on the ESP, sorted.
+func (s *scenario) entries() []string {
+	s.t.Helper()
+	d, err := partitions.Open(s.disk, false)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer d.Close()
+	esp, err := d.ESPFS()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	names, err := esp.ReadDir("loader/entries")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	sort.Strings(names)
+	s.t.Logf("ESP loader/entries: %s", strings.Join(names, " "))
+	return names
 }
 
 // install writes a root image with the slot's kernel and initramfs.
@@ -179,13 +237,17 @@ type statusJSON struct {
 		Version string `json:"version"`
 		Phase   string `json:"phase"`
 	} `json:"pending"`
-	Last *struct {
-		Slot    string `json:"slot"`
-		Version string `json:"version"`
-		Result  string `json:"result"`
-	} `json:"last"`
-	Notes []string `json:"notes"`
-	raw   string
+	Last   *outcomeJSON           `json:"last"`
+	Failed map[string]outcomeJSON `json:"failed"`
+	Notes  []string               `json:"notes"`
+	raw    string
+}
+
+type outcomeJSON struct {
+	Slot    string `json:"slot"`
+	Version string `json:"version"`
+	Result  string `json:"result"`
+	Reason  string `json:"reason"`
 }
 
 func (s *scenario) status() *statusJSON {

@@ -5,6 +5,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -49,14 +50,38 @@ func rootImage(t *testing.T, s *scenario, version string, steps []string) *RootI
 	return img
 }
 
+// rootImageFiles builds a root image with extra files (see buildRootFiles).
+func rootImageFiles(t *testing.T, s *scenario, version string, steps []string, files map[string]string) *RootImage {
+	t.Helper()
+	img, err := buildRootFiles(s.dir, version, s.a.Busybox, s.a.Sealift, steps, files)
+	if err != nil {
+		t.Fatalf("root image %s: %v", version, err)
+	}
+	return img
+}
+
+// expectLoader checks that the bootloader chose slot: GRUB says so on the
+// console; systemd-boot names the entry in LoaderEntrySelected, which the
+// guest prints (sealift-NNNN-x[+LEFT[-DONE]].conf).
+func (s *scenario) expectLoader(b *Boot, slot string) {
+	s.t.Helper()
+	if s.backend == "sdboot" {
+		if !regexp.MustCompile(`^sealift-[0-9]+-` + strings.ToLower(slot) + `(\+[0-9]+(-[0-9]+)?)?\.conf$`).MatchString(b.Entry) {
+			s.fail(b, "boot %d: systemd-boot booted entry %q, want slot %s's", b.N, b.Entry, slot)
+		}
+		return
+	}
+	if b.GrubChose != slot {
+		s.fail(b, "boot %d: GRUB chose slot %q, want %s", b.N, b.GrubChose, slot)
+	}
+}
+
 // expectHealthy checks a boot that ran version ver from slot with its root
 // on dm-verity (root hash hash) over partition dev, passed its health
 // check, ran its steps without error and powered off.
 func (s *scenario) expectHealthy(b *Boot, slot, ver, dev, hash string) {
 	s.t.Helper()
-	if b.GrubChose != slot {
-		s.fail(b, "boot %d: GRUB chose slot %q, want %s", b.N, b.GrubChose, slot)
-	}
+	s.expectLoader(b, slot)
 	if b.Slot != slot || b.Version != ver {
 		s.fail(b, "boot %d: guest reports slot=%q version=%q, want slot=%s version=%s", b.N, b.Slot, b.Version, slot, ver)
 	}
@@ -251,5 +276,141 @@ func TestCorruptedSlotFallsBack(t *testing.T) {
 	env := s.grubenv()
 	if env["A_OK"] != "1" || env["B_OK"] == "1" || env["B_TRY"] != "0" {
 		t.Fatalf("grubenv: want A_OK=1, B_OK!=1, B_TRY=0, got %v", env)
+	}
+}
+
+// failingHealthConfig is v2's /etc/sealift/config.toml in the health
+// scenarios: one check that always fails, a short deadline, and a reboot
+// that busybox carries out (under qemu -no-reboot it ends the boot). The
+// [source], [trust] and [node] sections only need to load: they name a
+// directory and a file the image has.
+const failingHealthConfig = `[source]
+layout = "/usr/share/sealift-e2e"
+
+[trust]
+root = "/etc/os-release"
+
+[node]
+variant = "e2e"
+
+[health]
+probation = "0s"
+interval = "1s"
+deadline = "3s"
+reboot_command = ["/bin/sh", "-c", "sync; reboot -f"]
+
+[[health.check]]
+name = "kubelet"
+type = "command"
+command = ["/bin/sh", "-c", "echo kubelet not ready; exit 1"]
+timeout = "2s"
+`
+
+// healthSteps are v2's steps in the health scenarios: boot-check, then
+// sealift health, which marks the slot bad and reboots.
+var healthSteps = []string{
+	"sealift boot-check --disk /dev/vda --log-format text",
+	"sealift health --disk /dev/vda --config /etc/sealift/config.toml --log-format text",
+}
+
+// healthFails runs the health-check-fails scenario on s's backend: v1
+// boots from A and is marked good; v2 is installed into B and boots once;
+// its health check fails, sealift health marks B bad and reboots; the
+// bootloader boots A without retrying B, and A's boot-check records the
+// rollback with the check's output. It returns the host's final status.
+func (s *scenario) healthFails() *statusJSON {
+	t := s.t
+	t.Helper()
+	v1 := rootImage(t, s, "v1", defaultSteps)
+	v2 := rootImageFiles(t, s, "v2", healthSteps, map[string]string{"etc/sealift/config.toml": failingHealthConfig})
+
+	s.bootV1(v1)
+
+	if out := s.install(v2); !strings.Contains(out, "into slot B") {
+		t.Fatalf("install v2 went elsewhere than slot B: %s", out)
+	}
+	st := s.status()
+	if st.NextBoot.Slot != "B" || !st.NextBoot.Trial {
+		t.Fatalf("after installing v2 the next boot is %+v, want B on trial\n%s", st.NextBoot, st.raw)
+	}
+
+	b := s.boot()
+	s.expectLoader(b, "B")
+	if b.Slot != "B" || b.Version != "v2" {
+		s.fail(b, "boot %d: guest reports slot=%q version=%q, want slot=B version=v2", b.N, b.Slot, b.Version)
+	}
+	if !b.Has("SEALIFT-E2E: step 1 rc=0") {
+		s.fail(b, "boot %d: boot-check on v2 did not succeed", b.N)
+	}
+	t.Logf("guest 'sealift boot-check' on v2: %s", strings.TrimSpace(guestOutput(b, 1)))
+	if g := guestOutput(b, 2); !strings.Contains(g, `slot B unhealthy: check "kubelet"`) || !strings.Contains(g, "kubelet not ready") || !strings.Contains(g, "marked bad") {
+		s.fail(b, "boot %d: sealift health did not report check kubelet failing and B marked bad:\n%s", b.N, g)
+	}
+	t.Logf("guest 'sealift health' on v2: %s", strings.TrimSpace(guestOutput(b, 2)))
+	if b.Has("SEALIFT-E2E: step 2 rc=") || b.Done {
+		s.fail(b, "boot %d: the guest went on after sealift health marked B bad (it should have rebooted)", b.N)
+	}
+
+	st = s.status()
+	t.Logf("host 'sealift status --json' after the health failure: next=%+v pending=%+v last=%+v notes=%q",
+		st.NextBoot, st.Pending, st.Last, st.Notes)
+	if _, _, bOK, _ := st.slot("B"); bOK || st.NextBoot.Slot != "A" || st.NextBoot.Trial {
+		t.Fatalf("after sealift health marked B bad the next boot should be A, not on trial, and B not successful\n%s", st.raw)
+	}
+
+	b = s.boot()
+	s.expectHealthy(b, "A", "v1", "vda2", st.rootHash("A"))
+	g := guestOutput(b, 1)
+	t.Logf("guest 'sealift boot-check' after the rollback: %s", strings.TrimSpace(g))
+	if !strings.Contains(g, "fell back: "+"marked bad (its health check failed): health check") || !strings.Contains(g, "kubelet not ready") {
+		s.fail(b, "boot-check on A did not record the rollback with the health check's output: %q", g)
+	}
+	t.Logf("guest 'sealift status' after the rollback:\n%s", guestOutput(b, 3))
+	if g := guestOutput(b, 3); !strings.Contains(g, "failed:    v2 in slot B") || !strings.Contains(g, "kubelet not ready") {
+		s.fail(b, "the guest's sealift status does not show v2 failed with the check's output:\n%s", g)
+	}
+
+	st = s.status()
+	t.Logf("host 'sealift status --json' after the rollback: running=%q next=%+v pending=%+v last=%+v failed=%+v notes=%q",
+		st.Running, st.NextBoot, st.Pending, st.Last, st.Failed, st.Notes)
+	f, failed := st.Failed["v2"]
+	_, _, aOK, aVer := st.slot("A")
+	bPrio, bTries, bOK, _ := st.slot("B")
+	switch {
+	case !failed || f.Slot != "B" || !strings.Contains(f.Reason, "kubelet not ready"):
+		t.Fatalf("v2 is not recorded failed in slot B with the check's output\n%s", st.raw)
+	case st.Last == nil || st.Last.Result != "rolled-back" || st.Last.Version != "v2" || st.Last.Slot != "B" ||
+		!strings.HasPrefix(st.Last.Reason, "marked bad (its health check failed): health check") || !strings.Contains(st.Last.Reason, "kubelet not ready"):
+		t.Fatalf("last outcome should be v2 in B rolled back, marked bad by its health check\n%s", st.raw)
+	case st.Pending != nil:
+		t.Fatalf("the rollback left a pending update\n%s", st.raw)
+	case !aOK || aVer != "v1":
+		t.Fatalf("slot A should stay v1 and successful\n%s", st.raw)
+	case bOK || bTries != 0 || bPrio != 0:
+		t.Fatalf("slot B should be cleared (priority 0, no tries, not successful)\n%s", st.raw)
+	case st.NextBoot.Slot != "A" || st.NextBoot.Trial:
+		t.Fatalf("the next boot should be A, not on trial\n%s", st.raw)
+	}
+	if st.Running != "" && st.Running != "A" {
+		t.Fatalf("host status says %s is running after A booted\n%s", st.Running, st.raw)
+	}
+	return st
+}
+
+// TestHealthCheckFailsGrubenv: v2 boots from B once; its configured health
+// check fails, so sealift health marks B bad and reboots; GRUB boots A
+// without retrying B (B had tries left), and A's boot-check records the
+// rollback with the check's output.
+func TestHealthCheckFailsGrubenv(t *testing.T) {
+	a := getAssets(t)
+	s := newScenario(t, a)
+	defer s.summary()
+	s.healthFails()
+	if len(s.boots) != 3 {
+		t.Fatalf("%d boots, want 3 (v1 from A, v2 from B once, A again)", len(s.boots))
+	}
+	env := s.grubenv()
+	if env["A_OK"] != "1" || env["B_OK"] == "1" || env["B_TRY"] != "0" || !strings.HasPrefix(env["ORDER"], "A") {
+		t.Fatalf("grubenv: want A_OK=1, B_OK!=1, B_TRY=0 and ORDER starting with A, got %v", env)
 	}
 }

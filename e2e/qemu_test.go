@@ -35,6 +35,7 @@ type Boot struct {
 	Console  string // cleaned serial output
 
 	GrubChose string // slot sealift's grub.cfg chose ("sealift-grub: chose slot X")
+	Entry     string // the entry systemd-boot booted (LoaderEntrySelected)
 	Slot      string // "SEALIFT-E2E: booted slot=X version=V"
 	Version   string
 	Done      bool   // the root init reached "done" and powered off
@@ -48,6 +49,7 @@ var (
 	ansiRe   = regexp.MustCompile(`\x1b\[[0-9;?=]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>c]`)
 	grubRe   = regexp.MustCompile(`sealift-grub: chose slot ([AB])`)
 	bootedRe = regexp.MustCompile(`SEALIFT-E2E: booted slot=(\S*) version=(\S*)`)
+	entryRe  = regexp.MustCompile(`SEALIFT-E2E: loader entry=(\S+)`)
 	doneRe   = regexp.MustCompile(`SEALIFT-E2E: done slot=\S* version=\S* uptime=(\S+)`)
 )
 
@@ -131,6 +133,9 @@ func bootOnce(a *Assets, disk, logPath string, n int) (*Boot, error) {
 	if m := bootedRe.FindStringSubmatch(b.Console); m != nil {
 		b.Slot, b.Version = m[1], m[2]
 	}
+	if m := entryRe.FindStringSubmatch(b.Console); m != nil {
+		b.Entry = m[1]
+	}
 	if m := doneRe.FindStringSubmatch(b.Console); m != nil {
 		b.Done, b.Uptime = true, m[1]
 	}
@@ -164,6 +169,7 @@ func (b *Boot) Markers() string {
 			strings.HasPrefix(l, "sealift-e2e-grub: no"),
 			strings.HasPrefix(l, "SEALIFT-E2E-INITRD: FAIL"),
 			strings.HasPrefix(l, "SEALIFT-E2E: booted"),
+			strings.HasPrefix(l, "SEALIFT-E2E: loader entry="),
 			strings.HasPrefix(l, "SEALIFT-E2E: root "),
 			strings.HasPrefix(l, "SEALIFT-E2E: health"),
 			strings.HasPrefix(l, "SEALIFT-E2E: rebooting"),
@@ -202,8 +208,12 @@ func (b *Boot) Summary() string {
 	if b.Uptime != "" {
 		up = ", guest uptime at done " + b.Uptime + "s"
 	}
-	return fmt.Sprintf("boot %d: %.1fs wall (%s%s) grub=%s slot=%s version=%s",
-		b.N, b.Wall.Seconds(), state, up, orDash(b.GrubChose), orDash(b.Slot), orDash(b.Version))
+	loader := "grub=" + orDash(b.GrubChose)
+	if b.Entry != "" {
+		loader = "sd-boot entry=" + b.Entry
+	}
+	return fmt.Sprintf("boot %d: %.1fs wall (%s%s) %s slot=%s version=%s",
+		b.N, b.Wall.Seconds(), state, up, loader, orDash(b.Slot), orDash(b.Version))
 }
 
 func orDash(s string) string {

@@ -17,6 +17,7 @@ pkgs=(
   dmsetup              # sets up the dm-verity root in the initramfs
   kmod                 # depmod -b for the downloaded kernel's modules
   e2fsprogs            # mke2fs -d for the root images
+  systemd-boot-efi     # systemd-bootx64.efi for the sdboot scenarios
 )
 export DEBIAN_FRONTEND=noninteractive
 # Always: the test's 'apt-cache depends' and 'apt-get download' of the

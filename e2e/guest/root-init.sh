@@ -14,6 +14,12 @@ say() { echo "SEALIFT-E2E: $*"; }
 arg() { for a in $(cat /proc/cmdline); do case "$a" in "$1"=*) echo "${a#*=}"; return;; esac; done; }
 slot=$(arg sealift.slot); ver=$(. /etc/os-release; echo "$VERSION_ID")
 say "booted slot=$slot version=$ver uptime=$(up)"
+# systemd-boot names the entry it booted in an EFI variable (GRUB does not).
+ev=/sys/firmware/efi/efivars
+if [ -d $ev ] && { [ -n "$(ls $ev 2>/dev/null)" ] || mount -t efivarfs efivarfs $ev 2>/dev/null; }; then
+  sel=$(tail -c +5 $ev/LoaderEntrySelected-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f 2>/dev/null | tr -d '\0')
+  [ -n "$sel" ] && say "loader entry=$sel"
+fi
 
 # What / is: its device, and for device-mapper the name and the devices below.
 rdev=$(awk '$5 == "/" { print $3 }' /proc/self/mountinfo | tail -1)
