@@ -414,3 +414,110 @@ func TestHealthCheckFailsGrubenv(t *testing.T) {
 		t.Fatalf("grubenv: want A_OK=1, B_OK!=1, B_TRY=0 and ORDER starting with A, got %v", env)
 	}
 }
+
+var sdEntryRe = regexp.MustCompile(`^sealift-([0-9]+)-([ab])(\+[0-9]+(-[0-9]+)?)?\.conf$`)
+
+// sdEntries maps each slot ("A", "B") to its entry names in loader/entries;
+// a name that is not sealift's fails the test.
+func (s *scenario) sdEntries() map[string][]string {
+	s.t.Helper()
+	m := map[string][]string{}
+	for _, n := range s.entries() {
+		sm := sdEntryRe.FindStringSubmatch(n)
+		if sm == nil {
+			s.t.Fatalf("loader/entries holds %q, not a sealift entry", n)
+		}
+		m[strings.ToUpper(sm[2])] = append(m[strings.ToUpper(sm[2])], n)
+	}
+	return m
+}
+
+// TestSDBootHealthyUpdate: TestHealthyUpdateGrubenv on an sdboot disk
+// booted by systemd-boot (installed by 'sealift disk init --efi-binary'):
+// systemd-boot boots A's counted entry, then B's; the guest's mark-good
+// blesses B's entry (no counter left) and A's entry stays as the fallback.
+func TestSDBootHealthyUpdate(t *testing.T) {
+	a := getAssets(t)
+	s := newScenario(t, a)
+	s.backend = "sdboot"
+	defer s.summary()
+	v1 := rootImage(t, s, "v1", defaultSteps)
+	v2 := rootImage(t, s, "v2", defaultSteps)
+
+	s.bootV1(v1)
+	if e := s.sdEntries(); len(e["A"]) != 1 || strings.Contains(e["A"][0], "+") || len(e["B"]) != 0 {
+		t.Fatalf("after v1 was marked good: want one blessed entry for A and none for B, got %v", e)
+	}
+
+	if out := s.install(v2); !strings.Contains(out, "into slot B") {
+		t.Fatalf("install v2 went elsewhere than slot B: %s", out)
+	}
+	st := s.status()
+	if st.NextBoot.Slot != "B" || !st.NextBoot.Trial {
+		t.Fatalf("after installing v2 the next boot is %+v, want B on trial\n%s", st.NextBoot, st.raw)
+	}
+	if e := s.sdEntries(); len(e["B"]) != 1 || !strings.Contains(e["B"][0], "+") || len(e["A"]) != 1 {
+		t.Fatalf("after installing v2: want a counted entry for B and A's entry, got %v", e)
+	}
+
+	b := s.boot()
+	s.expectHealthy(b, "B", "v2", "vda3", st.rootHash("B"))
+	if g := guestOutput(b, 3); !strings.Contains(g, "running:   B") {
+		s.fail(b, "the guest's sealift status does not show B running:\n%s", g)
+	}
+
+	st = s.status()
+	t.Logf("host 'sealift status --json' after boot 2: running=%q next=%+v pending=%v last=%+v notes=%q",
+		st.Running, st.NextBoot, st.Pending, st.Last, st.Notes)
+	bPrio, _, bOK, bVer := st.slot("B")
+	aPrio, _, aOK, aVer := st.slot("A")
+	switch {
+	case !bOK || bVer != "v2":
+		t.Fatalf("slot B is not v2 marked successful\n%s", st.raw)
+	case !aOK || aVer != "v1" || aPrio >= bPrio:
+		t.Fatalf("slot A should stay v1, successful, below B as fallback\n%s", st.raw)
+	case st.NextBoot.Slot != "B" || st.NextBoot.Trial:
+		t.Fatalf("next boot should be B, not on trial\n%s", st.raw)
+	case st.Pending != nil:
+		t.Fatalf("an update is still pending\n%s", st.raw)
+	case st.Last == nil || st.Last.Slot != "B" || st.Last.Version != "v2" || st.Last.Result != "good":
+		t.Fatalf("last outcome should be v2 in B good\n%s", st.raw)
+	}
+	e := s.sdEntries()
+	if len(e["B"]) != 1 || strings.Contains(e["B"][0], "+") {
+		t.Fatalf("B's entry should be blessed (no counter), got %v", e)
+	}
+	if len(e["A"]) != 1 || strings.Contains(e["A"][0], "+") {
+		t.Fatalf("A's blessed entry should still be there as the fallback, got %v", e)
+	}
+	gen := func(n string) string { return sdEntryRe.FindStringSubmatch(n)[1] }
+	if gen(e["B"][0]) <= gen(e["A"][0]) {
+		t.Fatalf("B's entry should sort above A's (higher generation), got %v", e)
+	}
+}
+
+// TestSDBootHealthCheckFails: TestHealthCheckFailsGrubenv on an sdboot
+// disk booted by systemd-boot: B's entry boots once, sealift health marks
+// it bad (removing the entry) and reboots, systemd-boot boots A's entry.
+func TestSDBootHealthCheckFails(t *testing.T) {
+	a := getAssets(t)
+	s := newScenario(t, a)
+	s.backend = "sdboot"
+	defer s.summary()
+	s.healthFails()
+	if len(s.boots) != 3 {
+		t.Fatalf("%d boots, want 3 (v1 from A, v2 from B once, A again)", len(s.boots))
+	}
+	if e := s.boots[1].Entry; !strings.Contains(e, "-b+") {
+		t.Fatalf("boot 2: systemd-boot booted %q, want B's counted entry", e)
+	}
+	e := s.sdEntries()
+	if len(e["A"]) != 1 || strings.Contains(e["A"][0], "+") {
+		t.Fatalf("A's blessed entry should be there, got %v", e)
+	}
+	for _, n := range e["B"] {
+		if !strings.Contains(n, "+0") {
+			t.Fatalf("B's entry %q is still bootable after it was marked bad (want it removed or at +0): %v", n, e)
+		}
+	}
+}
