@@ -98,3 +98,22 @@ func TestBootCheckInterrupted(t *testing.T) {
 		t.Fatalf("%+v %v", bc, err)
 	}
 }
+
+func TestStatusAfterMarkBadBeforeReboot(t *testing.T) {
+	r := newRig(t, backends[1].make)
+	mustInstall(t, r.u, image(1, 16*4096), "v1")
+	mustBoot(t, r.u, bootloader.SlotA, true)
+	r.u.MarkGood()
+	mustInstall(t, r.u, image(2, 16*4096), "v2")
+	mustBoot(t, r.u, bootloader.SlotB, true)
+	if _, err := r.u.MarkBad(`health check "kubelet" failed`); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.u.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Notes) != 1 || !strings.Contains(st.Notes[0], `marked bad: health check "kubelet" failed`) || !strings.Contains(st.Notes[0], "falls back to A") {
+		t.Fatalf("notes: %q", st.Notes)
+	}
+}

@@ -69,8 +69,12 @@ func (u *Updater) Status() (*Status, error) {
 		switch {
 		case p.Phase == state.PhaseWriting:
 			s.Notes = append(s.Notes, fmt.Sprintf("the update to %s was interrupted while writing slot %s; the slot is not bootable. Install again, or 'sealift cancel' to forget it", p.Version, p.Slot))
-		case p.Phase == state.PhaseTrial && !flags[p.Slot].Bootable() && !(ok && running == p.Slot):
-			s.Notes = append(s.Notes, fmt.Sprintf("%s in slot %s is no longer bootable (tries spent or marked bad): the bootloader falls back; 'sealift boot-check' records why", p.Version, p.Slot))
+		case p.Phase == state.PhaseTrial && !flags[p.Slot].Bootable():
+			why := "tries spent or marked bad"
+			if l := st.Last; l != nil && l.Result == "marked-bad" && l.Slot == p.Slot {
+				why = "marked bad: " + l.Reason
+			}
+			s.Notes = append(s.Notes, fmt.Sprintf("%s in slot %s is no longer bootable (%s): the next boot falls back to %s, where 'sealift boot-check' records it", p.Version, p.Slot, why, p.Slot.Other()))
 		case p.Phase == state.PhaseTrial && ok && running == p.Slot:
 			s.Notes = append(s.Notes, fmt.Sprintf("running %s in slot %s on trial: 'sealift mark-good' keeps it, otherwise the bootloader falls back", p.Version, p.Slot))
 		case p.Phase == state.PhaseTrial:
