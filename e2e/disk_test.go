@@ -80,29 +80,28 @@ func (s *scenario) initDisk() {
 		s.initDiskSDBoot()
 		return
 	}
-	s.sealift("disk", "init", s.disk, "--size", diskSize, "--root-size", rootSize, "--boot-backend", "grubenv")
-	efi, err := os.ReadFile(s.a.GrubEFI)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	d, err := partitions.Open(s.disk, true)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer d.Close()
-	esp, err := d.ESPFS()
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	if err := esp.MkdirAll("EFI/BOOT"); err != nil {
-		s.t.Fatal(err)
-	}
-	if err := esp.WriteFile("EFI/BOOT/BOOTX64.EFI", efi); err != nil {
-		s.t.Fatal(err)
-	}
+	// sealift installs the standalone GRUB itself, as systemd-boot below.
+	s.sealift("disk", "init", s.disk, "--size", diskSize, "--root-size", rootSize, "--boot-backend", "grubenv", "--efi-binary", s.a.GrubEFI)
+	esp, done := s.esp()
+	defer done()
 	if _, err := esp.ReadFile("EFI/sealift/grub.cfg"); err != nil {
 		s.t.Fatalf("sealift disk init --boot-backend grubenv wrote no EFI/sealift/grub.cfg: %v", err)
 	}
+}
+
+// esp opens the disk's ESP read-only through sealift's own FAT code.
+func (s *scenario) esp() (bootloader.FS, func()) {
+	s.t.Helper()
+	d, err := partitions.Open(s.disk, false)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	esp, err := d.ESPFS()
+	if err != nil {
+		d.Close()
+		s.t.Fatal(err)
+	}
+	return esp, func() { d.Close() }
 }
 
 // initDiskSDBoot creates an sdboot disk with systemd-boot installed by
@@ -114,15 +113,8 @@ func (s *scenario) initDiskSDBoot() {
 		s.t.Fatalf("systemd-boot: %v (install Debian package systemd-boot-efi: bash e2e/setup.sh)", err)
 	}
 	s.sealift("disk", "init", s.disk, "--size", diskSize, "--root-size", rootSize, "--boot-backend", "sdboot", "--efi-binary", sdbootEFI)
-	d, err := partitions.Open(s.disk, false)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer d.Close()
-	esp, err := d.ESPFS()
-	if err != nil {
-		s.t.Fatal(err)
-	}
+	esp, done := s.esp()
+	defer done()
 	if got, err := esp.ReadFile("EFI/BOOT/BOOTX64.EFI"); err != nil || !bytes.Equal(got, want) {
 		s.t.Fatalf("sealift disk init --efi-binary did not install systemd-boot as EFI/BOOT/BOOTX64.EFI (%v)", err)
 	}
@@ -134,15 +126,8 @@ func (s *scenario) initDiskSDBoot() {
 // entries lists loader/entries on the ESP, sorted.
 func (s *scenario) entries() []string {
 	s.t.Helper()
-	d, err := partitions.Open(s.disk, false)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer d.Close()
-	esp, err := d.ESPFS()
-	if err != nil {
-		s.t.Fatal(err)
-	}
+	esp, done := s.esp()
+	defer done()
 	names, err := esp.ReadDir("loader/entries")
 	if err != nil {
 		s.t.Fatal(err)
@@ -288,15 +273,8 @@ func (st *statusJSON) rootHash(name string) string {
 // grub-editenv, GRUB's own reader.
 func (s *scenario) grubenv() map[string]string {
 	s.t.Helper()
-	d, err := partitions.Open(s.disk, false)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer d.Close()
-	esp, err := d.ESPFS()
-	if err != nil {
-		s.t.Fatal(err)
-	}
+	esp, done := s.esp()
+	defer done()
 	b, err := esp.ReadFile("EFI/sealift/grubenv")
 	if err != nil {
 		s.t.Fatal(err)
