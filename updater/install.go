@@ -148,6 +148,12 @@ func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResu
 	if !fallback && flags[tgt].Bootable() {
 		return nil, fmt.Errorf("%w: slot %s is the only bootable slot; refusing to overwrite it", ErrBadInput, tgt)
 	}
+	// Nor may it overwrite the only release that ever booted well: a slot
+	// still on trial (running or not) is no fallback, since it may fail.
+	if flags[tgt].Successful && !flags[tgt.Other()].Successful {
+		return nil, fmt.Errorf("%w: slot %s holds the only release that booted successfully and slot %s has not passed its health check yet; mark it good (or let it fall back) before installing again",
+			ErrBadInput, tgt, tgt.Other())
+	}
 
 	var timings []PhaseTiming
 	mark := time.Now()

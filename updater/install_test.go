@@ -367,3 +367,34 @@ func TestInstallImageDigest(t *testing.T) {
 		})
 	}
 }
+
+// TestInstallKeepsTheOnlyGoodSlot: while the running slot is still on
+// trial, a new install would have to overwrite the only slot that booted
+// successfully; it is refused and nothing changes.
+func TestInstallKeepsTheOnlyGoodSlot(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			r := newRig(t, be.make)
+			v1 := image(1, 16*4096)
+			mustInstall(t, r.u, v1, "v1")
+			mustBoot(t, r.u, bootloader.SlotA, true)
+			if _, err := r.u.MarkGood(); err != nil {
+				t.Fatal(err)
+			}
+			mustInstall(t, r.u, image(2, 16*4096), "v2")
+			mustBoot(t, r.u, bootloader.SlotB, true) // running B, not yet good
+			before, _ := r.boot.Load()
+			_, err := r.u.Install(context.Background(), req(image(3, 16*4096), "v3"))
+			if !errors.Is(err, ErrBadInput) || !strings.Contains(err.Error(), "only release that booted successfully") {
+				t.Fatalf("got %v", err)
+			}
+			after, _ := r.boot.Load()
+			if before[bootloader.SlotA] != after[bootloader.SlotA] || before[bootloader.SlotB] != after[bootloader.SlotB] {
+				t.Fatalf("flags changed: %v -> %v", before, after)
+			}
+			if !bytes.Equal(r.disk.slots[bootloader.SlotA].data[:len(v1)], v1) {
+				t.Fatal("slot A was written")
+			}
+		})
+	}
+}
