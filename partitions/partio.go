@@ -16,6 +16,7 @@ type PartIO struct {
 	base     int64 // byte offset of the partition in f
 	size     int64
 	writable bool
+	direct   bool   // opened with O_DIRECT (OpenDirect)
 	name     string // for messages: "/dev/sda2" or "disk.img partition 2"
 }
 
@@ -120,6 +121,9 @@ func (p *PartIO) ReadAt(b []byte, off int64) (int, error) {
 		b = b[:p.size-off]
 		eof = true
 	}
+	if p.direct && !directAligned(b, off) {
+		return 0, fmt.Errorf("%s: direct read of %d bytes at %d: %w", p.name, len(b), off, ErrMisaligned)
+	}
 	n, err := p.f.ReadAt(b, p.base+off)
 	if err == nil && eof {
 		err = io.EOF
@@ -142,6 +146,9 @@ func (p *PartIO) WriteAt(b []byte, off int64) (int, error) {
 	}
 	if off < 0 || off > p.size || int64(len(b)) > p.size-off {
 		return 0, fmt.Errorf("%s: write of %d bytes at %d: %w (size %d)", p.name, len(b), off, ErrOutOfBounds, p.size)
+	}
+	if p.direct && !directAligned(b, off) {
+		return 0, fmt.Errorf("%s: direct write of %d bytes at %d: %w", p.name, len(b), off, ErrMisaligned)
 	}
 	n, err := p.f.WriteAt(b, p.base+off)
 	if err != nil {

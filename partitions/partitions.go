@@ -129,8 +129,9 @@ var (
 	ErrLocked = errors.New("disk is locked by another sealift")
 	// ErrOutOfBounds: a PartIO access reaches outside its partition.
 	ErrOutOfBounds = errors.New("access outside the partition")
-	// ErrMisaligned: a PartIO write is not sector-aligned.
-	ErrMisaligned = errors.New("write not aligned to 512-byte sectors")
+	// ErrMisaligned: a PartIO write is not sector-aligned, or a direct
+	// I/O access is not aligned to aligned.Align (buffer, offset, length).
+	ErrMisaligned = errors.New("access not aligned")
 	// ErrReadOnly: a write was attempted on a disk opened read-only.
 	ErrReadOnly = errors.New("disk opened read-only")
 	// ErrTableChanged: the partition table on disk no longer matches the

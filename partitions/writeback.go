@@ -16,6 +16,9 @@ func (p *PartIO) StartWriteback(off, n int64) error {
 	if p.f == nil {
 		return os.ErrClosed
 	}
+	if p.direct {
+		return nil // nothing cached to write back
+	}
 	if off < 0 || n < 0 || off > p.size || n > p.size-off {
 		return fmt.Errorf("%s: writeback of %d bytes at %d: %w (size %d)", p.name, n, off, ErrOutOfBounds, p.size)
 	}

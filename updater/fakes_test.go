@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"sealift/bootloader"
+	"sealift/internal/aligned"
 	"sealift/updater/state"
 )
 
@@ -65,10 +66,46 @@ func (m *memDevice) Size() int64  { return int64(len(m.data)) }
 func (m *memDevice) Sync() error  { return m.f.tick("slot fsync") }
 func (m *memDevice) Close() error { return nil }
 
-// memDisk has two in-memory slots and an ESP in a directory.
+// directDevice is a memDevice opened for direct I/O: like O_DIRECT, it
+// refuses buffers, offsets and lengths not aligned to 4096.
+type directDevice struct{ *memDevice }
+
+func (d directDevice) check(p []byte, off int64) error {
+	if !aligned.Is(p) || off%aligned.Align != 0 || len(p)%aligned.Align != 0 {
+		return fmt.Errorf("direct I/O of %d bytes at %d: not aligned", len(p), off)
+	}
+	return nil
+}
+
+func (d directDevice) ReadAt(p []byte, off int64) (int, error) {
+	if err := d.check(p, off); err != nil {
+		return 0, err
+	}
+	return d.memDevice.ReadAt(p, off)
+}
+
+func (d directDevice) WriteAt(p []byte, off int64) (int, error) {
+	if err := d.check(p, off); err != nil {
+		return 0, err
+	}
+	return d.memDevice.WriteAt(p, off)
+}
+
+// memDisk has two in-memory slots and an ESP in a directory. Its slots
+// open for direct I/O unless noDirect (a filesystem without O_DIRECT).
 type memDisk struct {
-	slots map[bootloader.Slot]*memDevice
-	esp   bootloader.FS
+	slots    map[bootloader.Slot]*memDevice
+	esp      bootloader.FS
+	noDirect bool
+	directs  int // direct opens
+}
+
+func (d *memDisk) OpenSlotDirect(s bootloader.Slot) (SlotDevice, error) {
+	if d.noDirect {
+		return nil, errors.New("O_DIRECT not supported")
+	}
+	d.directs++
+	return directDevice{d.slots[s]}, nil
 }
 
 func newMemDisk(slotSize int, esp bootloader.FS) *memDisk {

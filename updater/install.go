@@ -3,8 +3,10 @@ package updater
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"io"
 	"strconv"
 	"strings"
@@ -19,7 +21,10 @@ import (
 type InstallRequest struct {
 	// Image is the root filesystem image, ImageSize bytes long, a multiple
 	// of 4096. Reading more or fewer bytes than that is an error.
-	Image     io.Reader
+	Image io.Reader
+	// Stream, instead of Image, delivers the image out of order from
+	// several goroutines (a release's chunks decoded in parallel).
+	Stream    ImageStream
 	ImageSize int64
 	Version   string
 	// ImageDigest, when set ("sha256:<hex>"), is checked against the
@@ -37,6 +42,10 @@ type InstallRequest struct {
 	// ExpectedRoot, when set, is the signed verity root hash the written
 	// slot must reproduce before the flags are flipped.
 	ExpectedRoot []byte
+	// Diagnose, when set, is called with the slot after its root hash
+	// did not match ExpectedRoot, to name what was wrong (for a release,
+	// the bad chunk); its error is reported along with the mismatch.
+	Diagnose func(ctx context.Context, slot io.ReaderAt) error
 	// Progress, when set, is called with bytes written so far.
 	Progress func(done, total int64)
 }
@@ -48,6 +57,8 @@ type InstallResult struct {
 	Next   bootloader.Decision
 	// Timings of the install's phases, for logs and benchmarks.
 	Timings []PhaseTiming
+	// DirectIO says the slot was written around the page cache.
+	DirectIO bool
 }
 
 // PhaseTiming is how long one phase of an install took.
@@ -61,6 +72,12 @@ func (r *InstallRequest) validate(slotSize int64) (verity.Params, error) {
 	var p verity.Params
 	if r.Version == "" || strings.ContainsAny(r.Version, " \t\n\r") {
 		return p, fmt.Errorf("%w: version %q must be non-empty without spaces", ErrBadInput, r.Version)
+	}
+	if (r.Image == nil) == (r.Stream == nil) {
+		return p, fmt.Errorf("%w: exactly one of image reader and image stream must be given", ErrBadInput)
+	}
+	if r.ImageDigest != "" && r.Image == nil {
+		return p, fmt.Errorf("%w: an image digest needs the image as an ordered reader", ErrBadInput)
 	}
 	if r.ImageSize <= 0 {
 		return p, fmt.Errorf("%w: image is empty", ErrBadInput)
@@ -175,16 +192,43 @@ func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResu
 
 	phase("clear")
 
-	// 3 + 4. Stream, hash, write the tree, verify.
-	root, digest, err := writeSlot(ctx, req.Image, req.ImageSize, dev, params, req.ImageDigest != "", req.Progress, phase)
+	// 3 + 4. Stream, hash, write the tree, verify. Direct I/O when the
+	// disk offers it; a filesystem without O_DIRECT only costs speed.
+	out := dev
+	direct := false
+	if dd, ok := u.Disk.(DirectDisk); ok {
+		if ddev, err := dd.OpenSlotDirect(tgt); err == nil {
+			defer ddev.Close()
+			out, direct = ddev, true
+		}
+	}
+	stream := req.Stream
+	var digest hash.Hash
+	if req.Image != nil {
+		// The whole-stream sha256 costs a core's worth of hashing on top
+		// of the verity tree, so it is only computed to be checked.
+		if req.ImageDigest != "" {
+			digest = sha256.New()
+		}
+		stream = readerStream(req.Image, req.ImageSize, digest)
+	}
+	root, err := writeSlot(ctx, stream, req.ImageSize, out, params, req.Progress, phase)
 	if err != nil {
 		return nil, fmt.Errorf("write slot %s: %w", tgt, err)
 	}
-	if req.ImageDigest != "" && digest != req.ImageDigest {
-		return nil, fmt.Errorf("%w: image digest is %s, expected %s", ErrVerify, digest, req.ImageDigest)
+	if digest != nil {
+		if sum := "sha256:" + hex.EncodeToString(digest.Sum(nil)); sum != req.ImageDigest {
+			return nil, fmt.Errorf("%w: image digest is %s, expected %s", ErrVerify, sum, req.ImageDigest)
+		}
 	}
 	if req.ExpectedRoot != nil && !bytes.Equal(root, req.ExpectedRoot) {
-		return nil, fmt.Errorf("%w: verity root hash of slot %s is %x, the release says %x", ErrVerify, tgt, root, req.ExpectedRoot)
+		err := fmt.Errorf("%w: verity root hash of slot %s is %x, the release says %x", ErrVerify, tgt, root, req.ExpectedRoot)
+		if req.Diagnose != nil {
+			if derr := req.Diagnose(ctx, dev); derr != nil { // buffered: any alignment
+				err = fmt.Errorf("%w: %w", err, derr)
+			}
+		}
+		return nil, err
 	}
 	rec := state.SlotRecord{
 		Version:        req.Version,
@@ -235,7 +279,7 @@ func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResu
 	if err != nil {
 		return nil, err
 	}
-	return &InstallResult{Slot: tgt, Record: rec, Next: u.Boot.Simulate(flags), Timings: timings}, nil
+	return &InstallResult{Slot: tgt, Record: rec, Next: u.Boot.Simulate(flags), Timings: timings, DirectIO: direct}, nil
 }
 
 // Cmdline keys sealift adds for the initramfs that opens the verity root.

@@ -185,12 +185,21 @@ func (c *channel) released(version string) *release.Release {
 // flip overwrites a blob with same-length different bytes.
 func (c *channel) flip(digest string) {
 	c.t.Helper()
+	c.flipAt(digest, -1)
+}
+
+// flipAt inverts byte i of a blob (-1: the middle one).
+func (c *channel) flipAt(digest string, i int) {
+	c.t.Helper()
 	p := c.blobPath(digest)
 	b, err := os.ReadFile(p)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	b[len(b)/2] ^= 0xff
+	if i < 0 {
+		i = len(b) / 2
+	}
+	b[i] ^= 0xff
 	os.Chmod(p, 0o644)
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		c.t.Fatal(err)
@@ -240,6 +249,11 @@ func TestUpdateAttacks(t *testing.T) {
 		{"tampered chunk", func(c *channel) CheckOptions {
 			c.publish("1.1.0")
 			c.flip(c.released("1.1.0").Chunks[1].Blob.Digest)
+			return CheckOptions{}
+		}, ErrVerify, "chunk 1"},
+		{"tampered chunk header (does not decompress)", func(c *channel) CheckOptions {
+			c.publish("1.1.0")
+			c.flipAt(c.released("1.1.0").Chunks[1].Blob.Digest, 4)
 			return CheckOptions{}
 		}, ErrVerify, "chunk 1"},
 		{"tampered config", func(c *channel) CheckOptions {
@@ -346,6 +360,7 @@ func TestUpdateAttacks(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("error %q does not mention %q", err, tc.msg)
 			}
+			t.Logf("rejected: %v", err)
 			c.unchanged()
 		})
 	}

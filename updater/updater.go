@@ -36,6 +36,16 @@ type Disk interface {
 	ESP() (bootloader.FS, error)
 }
 
+// DirectDisk is a Disk whose slots can also be opened for direct I/O
+// (O_DIRECT, around the page cache). Install writes through it when it
+// can and falls back to OpenSlot when it cannot: direct writes cost a
+// fraction of the CPU and leave the running system's page cache alone.
+// Every access to such a device is aligned to 4096 bytes.
+type DirectDisk interface {
+	Disk
+	OpenSlotDirect(s bootloader.Slot) (SlotDevice, error)
+}
+
 // Runtime tells which slot the running system booted from. It is nil when
 // sealift operates on a disk that is not booted (an image file); then the
 // slot of the last boot (real, as boot-check recorded it, or simulated)

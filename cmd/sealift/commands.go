@@ -282,6 +282,7 @@ func cmdInstall(g *globals, args []string) error {
 	g.log.WithFields(map[string]any{
 		"slot": res.Slot, "version": res.Record.Version, "bytes": res.Record.ImageSize,
 		"seconds": fmt.Sprintf("%.2f", time.Since(start).Seconds()), "verity_root": res.Record.Verity.RootHash,
+		"direct_io": res.DirectIO,
 	}).Info("installed")
 	for _, t := range res.Timings {
 		g.log.WithFields(map[string]any{"phase": t.Phase, "seconds": fmt.Sprintf("%.3f", t.Duration.Seconds())}).Debug("install phase")

@@ -192,6 +192,17 @@ func (a diskAdapter) OpenSlot(s bootloader.Slot) (updater.SlotDevice, error) {
 	return a.d.OpenPartition(a.d.Slot(s))
 }
 
+// OpenSlotDirect opens the slot for direct I/O; the buffered open before
+// it is what checks that the partition is not in use.
+func (a diskAdapter) OpenSlotDirect(s bootloader.Slot) (updater.SlotDevice, error) {
+	p, err := a.d.OpenPartition(a.d.Slot(s))
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	return p.OpenDirect()
+}
+
 func (a diskAdapter) SlotPartUUID(s bootloader.Slot) string { return a.d.Slot(s).PartUUID }
 
 func (a diskAdapter) ESP() (bootloader.FS, error) { return a.esp, nil }

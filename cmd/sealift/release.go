@@ -275,7 +275,10 @@ func cmdUpdate(g *globals, args []string) error {
 		return err
 	}
 	g.log.WithFields(map[string]any{"version": ir.Record.Version, "slot": ir.Slot, "manifest": ir.Record.ManifestDigest,
-		"verity_root": ir.Record.Verity.RootHash}).Info("update staged")
+		"verity_root": ir.Record.Verity.RootHash, "direct_io": ir.DirectIO}).Info("update staged")
+	for _, t := range ir.Timings {
+		g.log.WithFields(map[string]any{"phase": t.Phase, "seconds": fmt.Sprintf("%.3f", t.Duration.Seconds())}).Debug("install phase")
+	}
 	fmt.Fprintf(g.stdout, "installed %s into slot %s (%s); %s\n", ir.Record.Version, ir.Slot, res.Reason, ir.Next)
 	if *reboot {
 		s.Close()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -78,11 +79,13 @@ func BenchmarkRootReader(b *testing.B) {
 	}
 	manifest, _ := img.RawManifest()
 	modes := []struct {
-		name string
-		o    release.ReadOptions
+		name     string
+		o        release.ReadOptions
+		parallel bool // StreamRoot, as an update reads, instead of RootReader
 	}{
-		{"all-digests", release.ReadOptions{}},
-		{"skip-uncompressed-digest", release.ReadOptions{SkipUncompressedDigest: true}},
+		{"all-digests", release.ReadOptions{}, false},
+		{"skip-uncompressed-digest", release.ReadOptions{SkipUncompressedDigest: true}, false},
+		{"parallel-no-digests", release.ReadOptions{SkipUncompressedDigest: true, SkipCompressedDigest: true}, true},
 	}
 	for _, s := range servers {
 		b.Run(s.name, func(b *testing.B) {
@@ -98,9 +101,15 @@ func BenchmarkRootReader(b *testing.B) {
 					b.ReportAllocs()
 					before := cpuTime()
 					for b.Loop() {
-						rc := rel.RootReaderWith(ctx, src, m.o)
-						n, err := io.CopyBuffer(io.Discard, onlyReader{rc}, buf)
-						rc.Close()
+						var n int64
+						var err error
+						if m.parallel {
+							n, err = streamDiscard(ctx, rel, src, m.o)
+						} else {
+							rc := rel.RootReaderWith(ctx, src, m.o)
+							n, err = io.CopyBuffer(io.Discard, onlyReader{rc}, buf)
+							rc.Close()
+						}
 						if err != nil || n != size {
 							b.Fatalf("streamed %d bytes: %v", n, err)
 						}
@@ -115,6 +124,24 @@ func BenchmarkRootReader(b *testing.B) {
 			}
 		})
 	}
+}
+
+// streamDiscard runs StreamRoot into a pool of 4 MiB buffers, as the
+// install pipeline does, and counts the bytes.
+func streamDiscard(ctx context.Context, rel *release.Release, src oci.Source, o release.ReadOptions) (int64, error) {
+	free := make(chan []byte, 8)
+	for range 8 {
+		free <- make([]byte, 4<<20)
+	}
+	var n atomic.Int64
+	err := rel.StreamRoot(ctx, src, o,
+		func(ctx context.Context) ([]byte, error) { return <-free, nil },
+		func(buf []byte, _ int64, k int) error {
+			n.Add(int64(k))
+			free <- buf[:cap(buf)]
+			return nil
+		})
+	return n.Load(), err
 }
 
 // cpuTime is the user and system CPU time of this process so far.

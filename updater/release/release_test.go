@@ -3,6 +3,7 @@ package release_test
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -355,6 +356,69 @@ func TestSkipUncompressedDigest(t *testing.T) {
 			}
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("error %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestSkipCompressedDigest checks what streaming without any digest keeps
+// (sizes), what it gives up (a tampered blob that still decompresses
+// streams through), and that CheckWritten then names the bad chunk.
+func TestSkipCompressedDigest(t *testing.T) {
+	const chunk = 64 << 10
+	f := newFixture(t, 3*chunk, chunk, false)
+	// Random bytes, which zstd stores raw: a flipped byte in a blob's
+	// payload then decompresses to other bytes instead of failing.
+	crand.Read(f.image)
+	f.opts.RootImage = writeFile(t, f.dir, "random.img", f.image)
+	f.build(t)
+	good := blobsOf(t, f.img)
+	rel, _ := release.Parse(f.manifest, f.config)
+	with := func(i int, edit func([]byte) []byte) *memFetcher {
+		blobs := map[string][]byte{}
+		for k, v := range good {
+			blobs[k] = v
+		}
+		d := rel.Chunks[i].Blob.Digest
+		blobs[d] = edit(append([]byte(nil), good[d]...))
+		return &memFetcher{blobs: blobs}
+	}
+	tests := []struct {
+		name      string
+		fetcher   *memFetcher
+		streamErr error // from the stream; nil: streams to the end
+		badChunk  int   // chunk CheckWritten names; -1: none
+	}{
+		{"untouched", &memFetcher{blobs: good}, nil, -1},
+		{"tampered blob that decompresses", with(2, func(b []byte) []byte { b[len(b)-10] ^= 1; return b }), nil, 2},
+		{"tampered frame header", with(1, func(b []byte) []byte { b[4] ^= 0xff; return b }), release.ErrCorrupt, -1},
+		{"blob longer than signed", with(0, func(b []byte) []byte { return append(b, 0) }), release.ErrSizeMismatch, -1},
+		{"blob shorter than signed", with(0, func(b []byte) []byte { return b[:len(b)-1] }), release.ErrSizeMismatch, -1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := readAll(t, rel.RootReaderWith(context.Background(), tc.fetcher,
+				release.ReadOptions{SkipUncompressedDigest: true, SkipCompressedDigest: true}))
+			if tc.streamErr != nil {
+				var ce *release.ChunkError
+				if !errors.Is(err, tc.streamErr) || !errors.As(err, &ce) {
+					t.Fatalf("stream error %v, want a chunk error wrapping %v", err, tc.streamErr)
+				}
+				return
+			}
+			if err != nil || len(got) != len(f.image) {
+				t.Fatalf("stream: err %v, %d bytes", err, len(got))
+			}
+			err = rel.CheckWritten(context.Background(), bytes.NewReader(got))
+			if tc.badChunk < 0 {
+				if err != nil {
+					t.Fatalf("CheckWritten: %v", err)
+				}
+				return
+			}
+			var ce *release.ChunkError
+			if !errors.As(err, &ce) || ce.Index != tc.badChunk || !errors.Is(err, release.ErrDigestMismatch) {
+				t.Fatalf("CheckWritten: %v, want chunk %d digest mismatch", err, tc.badChunk)
 			}
 		})
 	}
