@@ -46,10 +46,22 @@ func (u *Updater) BootCheck() (*BootCheck, error) {
 		default:
 			bc.Result = "trial"
 		}
-		if u.Runtime != nil && st.LastBoot != running {
+		if u.Runtime != nil {
 			// Record the real boot, so sealift on a host working on the
 			// stopped disk knows which slot ran last.
 			st.LastBoot = running
+			ver := ""
+			if r := st.Slots[running]; r != nil {
+				ver = r.Version
+			}
+			msg := fmt.Sprintf("booted %s from slot %s", ver, running)
+			switch bc.Result {
+			case "trial":
+				msg += " on trial: its health check decides"
+			case "interrupted":
+				msg += fmt.Sprintf("; the update to %s in slot %s was interrupted while writing", p.Version, p.Slot)
+			}
+			st.Record(state.Event{At: u.now(), Kind: state.EventBooted, Slot: running, Version: ver, Message: msg})
 			return bc, u.State.Save(st)
 		}
 		return bc, nil
@@ -73,6 +85,9 @@ func (u *Updater) BootCheck() (*BootCheck, error) {
 		st.LastBoot = running
 	}
 	bc.Result, bc.Outcome = "rolled-back", o
+	st.Record(state.Event{At: u.now(), Kind: state.EventFellBack, Slot: p.Slot, Version: p.Version,
+		Message: fmt.Sprintf("%s in slot %s did not stay booted, slot %s runs: %s; %s will not be installed again until 'sealift retry %s'",
+			p.Version, p.Slot, running, cause, p.Version, p.Version)})
 	// The failed slot is cleared so that nothing boots it by accident
 	// later; the running slot stays as it is.
 	return bc, u.transition(bootloader.Clear(p.Slot), st)
@@ -107,5 +122,7 @@ func (u *Updater) ClearFailed(version string) error {
 		return fmt.Errorf("%w: release %s is not marked failed", ErrBadInput, version)
 	}
 	delete(st.Failed, version)
+	st.Record(state.Event{At: u.now(), Kind: state.EventRetry, Version: version,
+		Message: fmt.Sprintf("release %s may be installed again", version)})
 	return u.State.Save(st)
 }

@@ -191,6 +191,14 @@ func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResu
 	}
 
 	phase("clear")
+	// A failure from here on leaves the slot unbootable and the update
+	// pending as "writing"; the history says why.
+	failed := func(err error) error {
+		st.Record(state.Event{At: u.now(), Kind: state.EventInterrupted, Slot: tgt, Version: req.Version,
+			Message: fmt.Sprintf("the update to %s in slot %s stopped before the flip: %v", req.Version, tgt, err)})
+		_ = u.State.Save(st) // best effort: the error itself is what matters
+		return err
+	}
 
 	// 3 + 4. Stream, hash, write the tree, verify. Direct I/O when the
 	// disk offers it; a filesystem without O_DIRECT only costs speed.
@@ -214,11 +222,11 @@ func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResu
 	}
 	root, err := writeSlot(ctx, stream, req.ImageSize, out, params, req.Progress, phase)
 	if err != nil {
-		return nil, fmt.Errorf("write slot %s: %w", tgt, err)
+		return nil, failed(fmt.Errorf("write slot %s: %w", tgt, err))
 	}
 	if digest != nil {
 		if sum := "sha256:" + hex.EncodeToString(digest.Sum(nil)); sum != req.ImageDigest {
-			return nil, fmt.Errorf("%w: image digest is %s, expected %s", ErrVerify, sum, req.ImageDigest)
+			return nil, failed(fmt.Errorf("%w: image digest is %s, expected %s", ErrVerify, sum, req.ImageDigest))
 		}
 	}
 	if req.ExpectedRoot != nil && !bytes.Equal(root, req.ExpectedRoot) {
@@ -228,7 +236,7 @@ func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResu
 				err = fmt.Errorf("%w: %w", err, derr)
 			}
 		}
-		return nil, err
+		return nil, failed(err)
 	}
 	rec := state.SlotRecord{
 		Version:        req.Version,
@@ -249,7 +257,7 @@ func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResu
 	boot.Version = req.Version
 	boot.Cmdline = KernelCmdline(req.Boot.Cmdline, u.Disk.SlotPartUUID(tgt), rec)
 	if err := bootloader.WriteBootFiles(esp, tgt, boot); err != nil {
-		return nil, err
+		return nil, failed(err)
 	}
 	phase("boot files")
 
@@ -269,6 +277,11 @@ func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResu
 	}
 	st.Pending.Phase = state.PhaseTrial
 	st.Pending.UpdatedAt = u.now()
+	msg := fmt.Sprintf("%s written to slot %s and verified; the next boot tries it (%d tries)", req.Version, tgt, req.Tries)
+	if !fallback {
+		msg = fmt.Sprintf("%s written to slot %s and verified; it is the first release on this disk", req.Version, tgt)
+	}
+	st.Record(state.Event{At: u.now(), Kind: state.EventInstalled, Slot: tgt, Version: req.Version, Message: msg})
 	if err := u.State.Save(st); err != nil {
 		// The flip is done and safe; only the phase label is stale, and
 		// Status derives the truth from the flags.

@@ -31,7 +31,14 @@ type Status struct {
 	Failed map[string]*state.Outcome `json:"failed,omitempty"`
 	// Notes explain states that need attention, in plain words.
 	Notes []string `json:"notes,omitempty"`
+	// FleetLock is the fleet's reboot lock while this node holds it.
+	FleetLock *state.LockHold `json:"fleet_lock,omitempty"`
+	// Recent are the newest events of the history ('sealift events').
+	Recent []state.Event `json:"recent_events,omitempty"`
 }
+
+// recentEvents is how many events Status carries.
+const recentEvents = 5
 
 // Status reads flags and state afresh and describes them.
 func (u *Updater) Status() (*Status, error) {
@@ -47,7 +54,8 @@ func (u *Updater) Status() (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Status{Backend: u.Boot.Name(), Pending: st.Pending, Last: st.Last, Failed: st.Failed, NextBoot: u.Boot.Simulate(flags)}
+	s := &Status{Backend: u.Boot.Name(), Pending: st.Pending, Last: st.Last, Failed: st.Failed, NextBoot: u.Boot.Simulate(flags), FleetLock: st.FleetLock}
+	s.Recent = st.Events[max(0, len(st.Events)-recentEvents):]
 	if ok {
 		s.Running = running
 		s.Simulated = u.Runtime == nil
@@ -108,6 +116,8 @@ func (u *Updater) MarkGood() (bootloader.Slot, error) {
 	if p := st.Pending; p != nil && p.Slot == running {
 		st.Last = &state.Outcome{Slot: running, Version: p.Version, Result: "good", At: u.now()}
 		st.Pending = nil
+		st.Record(state.Event{At: u.now(), Kind: state.EventMarkedGood, Slot: running, Version: p.Version,
+			Message: fmt.Sprintf("%s in slot %s passed its trial and is kept", p.Version, running)})
 	}
 	return running, u.transition(bootloader.MarkGood(running), st)
 }
@@ -124,6 +134,8 @@ func (u *Updater) MarkBad(reason string) (bootloader.Slot, error) {
 		ver = r.Version
 	}
 	st.Last = &state.Outcome{Slot: running, Version: ver, Result: "marked-bad", Reason: reason, At: u.now()}
+	st.Record(state.Event{At: u.now(), Kind: state.EventMarkedBad, Slot: running, Version: ver,
+		Message: fmt.Sprintf("slot %s marked bad: %s", running, reason)})
 	return running, u.transition(bootloader.MarkBad(running), st)
 }
 
@@ -145,6 +157,8 @@ func (u *Updater) Rollback() (bootloader.Slot, error) {
 		st.Pending = nil
 	}
 	st.Last = &state.Outcome{Slot: to, Version: ver, Result: "rolled-back", Reason: "operator rollback from slot " + string(running), At: u.now()}
+	st.Record(state.Event{At: u.now(), Kind: state.EventRolledBack, Slot: to, Version: ver,
+		Message: fmt.Sprintf("operator rollback: the next boot runs %s from slot %s instead of slot %s", ver, to, running)})
 	return to, u.transition(bootloader.Rollback(running), st)
 }
 
@@ -166,6 +180,8 @@ func (u *Updater) Cancel() (*state.Pending, error) {
 	}
 	st.Pending = nil
 	st.Last = &state.Outcome{Slot: p.Slot, Version: p.Version, Result: "cancelled", At: u.now()}
+	st.Record(state.Event{At: u.now(), Kind: state.EventCancelled, Slot: p.Slot, Version: p.Version,
+		Message: fmt.Sprintf("the update to %s in slot %s was cancelled (it was %s)", p.Version, p.Slot, p.Phase)})
 	delete(st.Slots, p.Slot)
 	// Clear works from any phase: a half-written slot is already clear,
 	// a staged one becomes so. Either way the other slot is untouched.
@@ -198,4 +214,28 @@ func (u *Updater) SimulateBoot(apply bool) (bootloader.Decision, error) {
 	st.LastBoot = d.Slot
 	after := d.After
 	return d, u.transition(func(bootloader.Flags) (bootloader.Flags, error) { return after, nil }, st)
+}
+
+// Events returns the recorded history after event number after (0: all
+// that is kept), oldest first.
+func (u *Updater) Events(after uint64) ([]state.Event, error) {
+	st, err := u.State.Load()
+	if err != nil {
+		return nil, err
+	}
+	return st.EventsAfter(after), nil
+}
+
+// Record adds an event that is not part of another change (the agent's
+// checks, reboots and locks) to the history. At defaults to now.
+func (u *Updater) Record(e state.Event) error {
+	st, err := u.State.Load()
+	if err != nil {
+		return err
+	}
+	if e.At.IsZero() {
+		e.At = u.now()
+	}
+	st.Record(e)
+	return u.State.Save(st)
 }

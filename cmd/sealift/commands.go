@@ -22,6 +22,7 @@ import (
 	"sealift/bootloader/sdboot"
 	"sealift/partitions"
 	"sealift/updater"
+	"sealift/updater/state"
 )
 
 func init() {
@@ -34,6 +35,7 @@ func init() {
 	register(command{"cancel", "undo a staged update that has not been booted", cmdCancel})
 	register(command{"boot-check", "at boot: detect a fallback from a new slot, record why, never retry that release", cmdBootCheck})
 	register(command{"retry", "allow a release that failed on this node to be installed again", cmdRetry})
+	register(command{"events", "show the node's history: installs, boots, health verdicts, rollbacks, agent actions", cmdEvents})
 	register(command{"boot simulate", "show (or, on an image, apply) what the bootloader does at the next boot", cmdBootSimulate})
 }
 
@@ -153,6 +155,47 @@ func cmdStatus(g *globals, args []string) error {
 	return nil
 }
 
+func cmdEvents(g *globals, args []string) error {
+	fs := g.flagSet("events", "events [--disk DISK] [--since SEQ] [--last N] [--json]", true)
+	asJSON := fs.Bool("json", false, "print JSON, one event per line")
+	since := fs.Uint64("since", 0, "only events numbered after SEQ")
+	last := fs.Int("last", 0, "only the newest N events (0: all that are kept)")
+	if err := g.parse(fs, args); err != nil {
+		return err
+	}
+	s, err := g.open(false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	evs, err := s.up.Events(*since)
+	if err != nil {
+		return err
+	}
+	if *last > 0 && len(evs) > *last {
+		evs = evs[len(evs)-*last:]
+	}
+	printEvents(g.stdout, evs, *asJSON)
+	return nil
+}
+
+func printEvents(w io.Writer, evs []state.Event, asJSON bool) {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		for _, e := range evs {
+			_ = enc.Encode(e)
+		}
+		return
+	}
+	for _, e := range evs {
+		rep := ""
+		if e.Repeats > 0 {
+			rep = fmt.Sprintf(" (x%d)", e.Repeats+1)
+		}
+		fmt.Fprintf(w, "%4d  %s  %-14s %s%s\n", e.Seq, e.At.Format(time.RFC3339), e.Kind, e.Message, rep)
+	}
+}
+
 func printStatus(w io.Writer, disk string, st *updater.Status) {
 	fmt.Fprintf(w, "disk:      %s (boot backend %s)\n", disk, st.Backend)
 	switch {
@@ -198,8 +241,16 @@ func printStatus(w io.Writer, disk string, st *updater.Status) {
 		f := st.Failed[v]
 		fmt.Fprintf(w, "failed:    %s in slot %s at %s: %s (not retried)\n", v, f.Slot, f.At.Format(time.RFC3339), f.Reason)
 	}
+	if l := st.FleetLock; l != nil {
+		fmt.Fprintf(w, "fleetlock: held for group %s since %s (rebooting into %s in slot %s; released once it is judged)\n",
+			l.Group, l.Since.Format(time.RFC3339), l.Version, l.Slot)
+	}
 	for _, n := range st.Notes {
 		fmt.Fprintf(w, "note:      %s\n", n)
+	}
+	if len(st.Recent) > 0 {
+		fmt.Fprintln(w, "recent events ('sealift events' has the rest):")
+		printEvents(w, st.Recent, false)
 	}
 }
 

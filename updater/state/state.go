@@ -87,6 +87,23 @@ type State struct {
 	// Failed lists releases that were tried and fell back, by version:
 	// they are not installed again until an operator clears them.
 	Failed map[string]*Outcome `json:"failed,omitempty"`
+	// Events is the recent history, oldest first (see Record); EventSeq
+	// is the number of the newest event ever recorded.
+	Events   []Event `json:"events,omitempty"`
+	EventSeq uint64  `json:"event_seq,omitempty"`
+	// FleetLock is the fleet's reboot lock while this node holds it: taken
+	// before rebooting into an update, given back once the new slot
+	// passed its health check or the node fell back.
+	FleetLock *LockHold `json:"fleet_lock,omitempty"`
+}
+
+// LockHold records a held fleet reboot lock, so it is given back after
+// the reboot it was taken for.
+type LockHold struct {
+	Group   string          `json:"group"`
+	Slot    bootloader.Slot `json:"slot"` // the slot rebooted into
+	Version string          `json:"version"`
+	Since   time.Time       `json:"since"`
 }
 
 // New returns an empty state.
