@@ -140,9 +140,19 @@ func (s *scenario) entries() []string {
 // install writes a root image with the slot's kernel and initramfs.
 func (s *scenario) install(img *RootImage, extra ...string) string {
 	s.t.Helper()
-	args := append([]string{"install", "--disk", s.disk, "--image", img.Path,
-		"--kernel", s.a.Kernel.Vmlinuz, "--initrd", s.a.Initrd,
-		"--cmdline", "console=ttyS0", "--version", img.Version}, extra...)
+	return s.installBoot(img, s.a.Kernel.Vmlinuz, s.a.Initrd, "console=ttyS0", extra...)
+}
+
+// installBoot is install with the given kernel, initramfs ("" for none)
+// and command line.
+func (s *scenario) installBoot(img *RootImage, kernel, initrd, cmdline string, extra ...string) string {
+	s.t.Helper()
+	args := []string{"install", "--disk", s.disk, "--image", img.Path, "--kernel", kernel,
+		"--cmdline", cmdline, "--version", img.Version}
+	if initrd != "" {
+		args = append(args, "--initrd", initrd)
+	}
+	args = append(args, extra...)
 	out := s.sealift(args...)
 	s.t.Logf("host: %s", strings.TrimSpace(out))
 	return out
@@ -151,8 +161,14 @@ func (s *scenario) install(img *RootImage, extra ...string) string {
 // boot runs one boot and logs its wall time and markers.
 func (s *scenario) boot() *Boot {
 	s.t.Helper()
+	return s.bootWith(bootOptions{})
+}
+
+// bootWith is boot with options: a second disk, a power cut, a panic.
+func (s *scenario) bootWith(o bootOptions) *Boot {
+	s.t.Helper()
 	n := len(s.boots) + 1
-	b, err := bootOnce(s.a, s.disk, filepath.Join(s.dir, fmt.Sprintf("boot%d.log", n)), n)
+	b, err := bootOnce(s.a, s.disk, filepath.Join(s.dir, fmt.Sprintf("boot%d.log", n)), n, o)
 	if b == nil {
 		s.t.Fatalf("boot %d: %v", n, err)
 	}
@@ -165,7 +181,7 @@ func (s *scenario) boot() *Boot {
 	if b.TimedOut {
 		s.fail(b, "boot %d did not end within %s", n, bootTimeout())
 	}
-	if b.Fatal != "" {
+	if b.Fatal != "" && !(o.panicOK && b.Panic != "") {
 		s.fail(b, "boot %d ended with %q on the console", n, b.Fatal)
 	}
 	return b

@@ -34,6 +34,11 @@ type Boot struct {
 	ExitErr  error
 	Console  string // cleaned serial output
 
+	PowerCut bool   // qemu was killed on the power-cut marker, as planned
+	Killed   bool   // the harness ended qemu (else the guest powered off or reset)
+	Cmdline  string // the kernel's "Command line:" ("" if no kernel started)
+	Panic    string // the kernel's panic message ("Kernel panic - not syncing: ...")
+
 	GrubChose string // slot sealift's grub.cfg chose ("sealift-grub: chose slot X")
 	Entry     string // the entry systemd-boot booted (LoaderEntrySelected)
 	Slot      string // "SEALIFT-E2E: booted slot=X version=V"
@@ -42,12 +47,35 @@ type Boot struct {
 	Uptime    string // guest uptime at "done"
 }
 
-// fatalPatterns on the console end a boot early.
-var fatalPatterns = []string{"Kernel panic - not syncing", "KVM internal error"}
+// fatalPatterns on the console end a boot early: the guest stopped where
+// nothing ends qemu by itself (a panic without panic=N, GRUB waiting for a
+// key after its entry failed, the firmware's shell after the loader gave
+// up). A boot stuck like that would otherwise run into the timeout.
+var fatalPatterns = []string{
+	"Kernel panic - not syncing",
+	"KVM internal error",
+	"Failed to boot both default and fallback entries",
+	"UEFI Interactive Shell",
+}
+
+// bootOptions vary one boot.
+type bootOptions struct {
+	// extraDisk is attached read-only as the second virtio disk (vdb).
+	extraDisk string
+	// powerCutOn, when the console prints it, makes the harness kill qemu
+	// at once (SIGKILL): the guest loses power, and whatever it had not yet
+	// written out with it.
+	powerCutOn string
+	// panicOK: the kernel is meant to panic; that ends the boot (panic=N
+	// reboots), not the test.
+	panicOK bool
+}
 
 var (
 	ansiRe   = regexp.MustCompile(`\x1b\[[0-9;?=]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>c]`)
 	grubRe   = regexp.MustCompile(`sealift-grub: chose slot ([AB])`)
+	cmdRe    = regexp.MustCompile(`\] Command line: (.*)`)
+	panicRe  = regexp.MustCompile(`Kernel panic - not syncing:.*`)
 	bootedRe = regexp.MustCompile(`SEALIFT-E2E: booted slot=(\S*) version=(\S*)`)
 	entryRe  = regexp.MustCompile(`SEALIFT-E2E: loader entry=(\S+)`)
 	doneRe   = regexp.MustCompile(`SEALIFT-E2E: done slot=\S* version=\S* uptime=(\S+)`)
@@ -60,7 +88,7 @@ func cleanConsole(raw []byte) string {
 
 // bootOnce boots the disk in a fresh qemu until the guest powers off or
 // reboots (-no-reboot makes both end qemu), or the timeout.
-func bootOnce(a *Assets, disk, logPath string, n int) (*Boot, error) {
+func bootOnce(a *Assets, disk, logPath string, n int, o bootOptions) (*Boot, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -70,6 +98,9 @@ func bootOnce(a *Assets, disk, logPath string, n int) (*Boot, error) {
 		"-m", "512", "-nographic", "-no-reboot", "-nic", "none",
 		"-bios", a.OVMF,
 		"-drive", "file=" + disk + ",if=virtio,format=raw",
+	}
+	if o.extraDisk != "" {
+		args = append(args, "-drive", "file="+o.extraDisk+",if=virtio,format=raw,readonly=on")
 	}
 	if a.KVM {
 		args = append(args, "-enable-kvm", "-cpu", "host")
@@ -84,11 +115,13 @@ func bootOnce(a *Assets, disk, logPath string, n int) (*Boot, error) {
 		return nil, fmt.Errorf("start qemu: %w", err)
 	}
 	// A guest that cannot go on (kernel panic, KVM failure) never ends
-	// qemu by itself: end it soon after, as a failed boot.
+	// qemu by itself: end it soon after, as a failed boot. The power-cut
+	// marker ends it at once.
 	fatal := make(chan string, 1)
+	cut := make(chan struct{}, 1)
 	stop := make(chan struct{})
 	go func() {
-		tick := time.NewTicker(500 * time.Millisecond)
+		tick := time.NewTicker(200 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			select {
@@ -97,6 +130,11 @@ func bootOnce(a *Assets, disk, logPath string, n int) (*Boot, error) {
 			case <-tick.C:
 			}
 			raw, _ := os.ReadFile(logPath)
+			if o.powerCutOn != "" && bytes.Contains(raw, []byte(o.powerCutOn)) {
+				cmd.Process.Kill()
+				cut <- struct{}{}
+				return
+			}
 			for _, p := range fatalPatterns {
 				if bytes.Contains(raw, []byte(p)) {
 					fatal <- p
@@ -112,10 +150,13 @@ func bootOnce(a *Assets, disk, logPath string, n int) (*Boot, error) {
 	b := &Boot{N: n, Log: logPath, Wall: time.Since(t0)}
 	select {
 	case b.Fatal = <-fatal:
+	case <-cut:
+		b.PowerCut = true
 	default:
 	}
 	switch {
-	case b.Fatal != "":
+	case b.Fatal != "", b.PowerCut:
+		b.Killed = runErr != nil
 	case ctx.Err() != nil:
 		b.TimedOut = true
 	case runErr != nil:
@@ -127,6 +168,10 @@ func bootOnce(a *Assets, disk, logPath string, n int) (*Boot, error) {
 		return nil, err
 	}
 	b.Console = cleanConsole(raw)
+	if m := cmdRe.FindStringSubmatch(b.Console); m != nil {
+		b.Cmdline = m[1]
+	}
+	b.Panic = panicRe.FindString(b.Console)
 	if m := grubRe.FindAllStringSubmatch(b.Console, -1); m != nil {
 		b.GrubChose = m[len(m)-1][1]
 	}
@@ -175,6 +220,7 @@ func (b *Boot) Markers() string {
 			strings.HasPrefix(l, "SEALIFT-E2E: rebooting"),
 			strings.HasPrefix(l, "SEALIFT-E2E: step"),
 			strings.HasPrefix(l, "SEALIFT-E2E: done"),
+			strings.Contains(l, "SEALIFT-E2E: power cut"), // may follow a progress bar
 			strings.Contains(l, "Kernel panic"):
 			parts = append(parts, l)
 		}
@@ -195,6 +241,10 @@ func (b *Boot) Tail(n int) string {
 func (b *Boot) Summary() string {
 	state := "powered off"
 	switch {
+	case b.PowerCut:
+		state = "power cut"
+	case b.Fatal != "" && !b.Killed:
+		state = "reset after: " + b.Fatal
 	case b.Fatal != "":
 		state = "ended early: " + b.Fatal
 	case b.TimedOut:
