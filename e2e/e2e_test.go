@@ -151,6 +151,7 @@ func (s *scenario) bootV1(v1 *RootImage) {
 // is marked good; the host then sees B good in sealift's status and in the
 // grubenv as GRUB reads it.
 func TestHealthyUpdateGrubenv(t *testing.T) {
+	t.Parallel()
 	a := getAssets(t)
 	s := newScenario(t, a)
 	defer s.summary()
@@ -205,6 +206,7 @@ func TestHealthyUpdateGrubenv(t *testing.T) {
 // the guest's health check fails and it reboots without marking B good;
 // the boots spend B's tries and GRUB falls back to A, which still works.
 func TestCorruptedSlotFallsBack(t *testing.T) {
+	t.Parallel()
 	a := getAssets(t)
 	s := newScenario(t, a)
 	defer s.summary()
@@ -402,6 +404,7 @@ func (s *scenario) healthFails() *statusJSON {
 // without retrying B (B had tries left), and A's boot-check records the
 // rollback with the check's output.
 func TestHealthCheckFailsGrubenv(t *testing.T) {
+	t.Parallel()
 	a := getAssets(t)
 	s := newScenario(t, a)
 	defer s.summary()
@@ -437,6 +440,7 @@ func (s *scenario) sdEntries() map[string][]string {
 // systemd-boot boots A's counted entry, then B's; the guest's mark-good
 // blesses B's entry (no counter left) and A's entry stays as the fallback.
 func TestSDBootHealthyUpdate(t *testing.T) {
+	t.Parallel()
 	a := getAssets(t)
 	s := newScenario(t, a)
 	s.backend = "sdboot"
@@ -500,6 +504,7 @@ func TestSDBootHealthyUpdate(t *testing.T) {
 // disk booted by systemd-boot: B's entry boots once, sealift health marks
 // it bad (removing the entry) and reboots, systemd-boot boots A's entry.
 func TestSDBootHealthCheckFails(t *testing.T) {
+	t.Parallel()
 	a := getAssets(t)
 	s := newScenario(t, a)
 	s.backend = "sdboot"
