@@ -14,4 +14,7 @@
 // named by sealift.root= and sealift.verity.* as a dm-verity device and
 // switches into it; the root's /sbin/init prints SEALIFT-E2E markers, checks
 // that its payload reads back, runs /etc/sealift-e2e/steps and powers off.
+//
+// Scenarios call t.Parallel: go test runs GOMAXPROCS of them at once (one
+// single-vCPU TCG qemu per core); each has its own disk and directory.
 package e2e
