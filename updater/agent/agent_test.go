@@ -1,0 +1,416 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"sealift/bootloader"
+	"sealift/updater"
+	"sealift/updater/schedule"
+	"sealift/updater/state"
+)
+
+// fakeClock is set by the test.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) Now() time.Time { return c.t }
+
+// fakeNode models a node's slots just enough for the agent: a release
+// may be available; Update stages it into the other slot; boot() plays a
+// reboot; judge() plays the health check's verdict.
+type fakeNode struct {
+	mu        sync.Mutex
+	running   bootloader.Slot
+	version   string
+	available string // release a check finds; "" for none
+	pending   *state.Pending
+	lock      *state.LockHold
+	events    []state.Event
+	updateErr error
+	updates   int
+}
+
+func newFakeNode() *fakeNode { return &fakeNode{running: bootloader.SlotA, version: "1.0"} }
+
+func (n *fakeNode) Status(context.Context) (*updater.Status, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := &updater.Status{Running: n.running, Pending: n.pending, FleetLock: n.lock, NextBoot: bootloader.Decision{Slot: n.running}}
+	if p := n.pending; p != nil && p.Phase == state.PhaseTrial && p.Slot != n.running {
+		s.NextBoot = bootloader.Decision{Slot: p.Slot, Trial: true}
+	}
+	return s, nil
+}
+
+func (n *fakeNode) Check(context.Context) (*updater.CheckResult, error) {
+	return &updater.CheckResult{Running: n.version}, nil
+}
+
+func (n *fakeNode) Update(context.Context) (*updater.CheckResult, *updater.InstallResult, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.updates++
+	if n.updateErr != nil {
+		return nil, nil, n.updateErr
+	}
+	if n.available == "" || n.available == n.version {
+		return &updater.CheckResult{Running: n.version, Reason: "up to date"}, nil, fmt.Errorf("%w: up to date", updater.ErrNoRelease)
+	}
+	to := n.running.Other()
+	n.pending = &state.Pending{Slot: to, Version: n.available, Phase: state.PhaseTrial}
+	return &updater.CheckResult{Running: n.version, Reason: "newer"}, &updater.InstallResult{Slot: to, Record: state.SlotRecord{Version: n.available}}, nil
+}
+
+func (n *fakeNode) Record(e state.Event) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.events = append(n.events, e)
+	return nil
+}
+
+func (n *fakeNode) SetFleetLock(h *state.LockHold) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.lock = h
+	return nil
+}
+
+// boot plays the reboot the agent asked for: the staged slot runs, on trial.
+func (n *fakeNode) boot() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if p := n.pending; p != nil && p.Phase == state.PhaseTrial {
+		n.running = p.Slot
+	}
+}
+
+// judge plays the health check: healthy keeps the new slot; otherwise the
+// node falls back to the old one and boot-check clears the pending update.
+func (n *fakeNode) judge(healthy bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if healthy {
+		n.version = n.pending.Version
+	} else {
+		n.running = n.running.Other()
+	}
+	n.pending = nil
+}
+
+func (n *fakeNode) kinds() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var ks []string
+	for _, e := range n.events {
+		ks = append(ks, e.Kind)
+	}
+	return ks
+}
+
+type fakeRebooter struct{ n int }
+
+func (r *fakeRebooter) Reboot(context.Context) error { r.n++; return nil }
+
+// fakeLock is a fleet lock with one slot shared by several agents.
+type fakeLock struct {
+	mu      *sync.Mutex
+	holder  *string
+	id      string
+	failing bool
+	unlocks int
+}
+
+func (l *fakeLock) Lock(context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failing {
+		return errors.New("connection refused")
+	}
+	if *l.holder != "" && *l.holder != l.id {
+		return fmt.Errorf("%w: held by %s", ErrLockBusy, *l.holder)
+	}
+	*l.holder = l.id
+	return nil
+}
+
+func (l *fakeLock) Unlock(context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failing {
+		return errors.New("connection refused")
+	}
+	if *l.holder == l.id {
+		*l.holder = ""
+	}
+	l.unlocks++
+	return nil
+}
+
+var t0 = time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC) // a Tuesday
+
+func window(t *testing.T, days []string, start, length, zone string) schedule.Windows {
+	t.Helper()
+	w, err := schedule.Parse("w", days, start, length, zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return schedule.Windows{w}
+}
+
+type rig struct {
+	a     *Agent
+	node  *fakeNode
+	reb   *fakeRebooter
+	clock *fakeClock
+}
+
+func newRig(t *testing.T, p Policy, lock Locker) *rig {
+	t.Helper()
+	r := &rig{node: newFakeNode(), reb: &fakeRebooter{}, clock: &fakeClock{t0}}
+	if p.Interval == 0 {
+		p.Interval = time.Hour
+	}
+	a, err := New(p, r.node, r.reb, lock, r.clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Rand = func() float64 { return 0.5 }
+	r.a = a
+	return r
+}
+
+func (r *rig) step(t *testing.T, want string) StepInfo {
+	t.Helper()
+	info := r.a.Step(context.Background())
+	if info.Action != want {
+		t.Fatalf("at %s: step %s (%s, err %q), want %s", r.clock.t.Format(time.RFC3339), info.Action, info.Detail, info.Err, want)
+	}
+	return info
+}
+
+func TestImmediateStagesAndReboots(t *testing.T) {
+	r := newRig(t, Policy{Interval: time.Hour, Jitter: 20 * time.Minute, Reboot: Immediate}, nil)
+	info := r.step(t, ActionUpToDate)
+	if want := t0.Add(time.Hour + 10*time.Minute); !info.Next.Equal(want) {
+		t.Errorf("next check %s, want %s (interval + half the jitter)", info.Next, want)
+	}
+	r.node.available = "1.1"
+	r.step(t, ActionStaged)
+	r.step(t, ActionRebooting)
+	if r.reb.n != 1 {
+		t.Fatalf("%d reboots", r.reb.n)
+	}
+	r.node.boot()
+	r.step(t, ActionTrial) // never stages or reboots while the new slot is on trial
+	r.node.judge(true)
+	r.step(t, ActionUpToDate)
+	if r.reb.n != 1 || r.node.updates != 3 {
+		t.Errorf("%d reboots, %d updates", r.reb.n, r.node.updates)
+	}
+	if k := strings.Join(r.node.kinds(), ","); k != "rebooting" {
+		t.Errorf("events %s", k)
+	}
+}
+
+// TestStageOutsideRebootInsideWindow: downloads run any time; the reboot
+// waits for the window (Sat 02:00-04:00 Europe/Berlin), and the wait is
+// until the window's start, not a polling interval.
+func TestStageOutsideRebootInsideWindow(t *testing.T) {
+	r := newRig(t, Policy{Interval: time.Hour, Reboot: Window,
+		RebootWindows: window(t, []string{"sat"}, "02:00", "2h", "Europe/Berlin")}, nil)
+	r.node.available = "1.1"
+	r.step(t, ActionStaged)
+	info := r.step(t, ActionWaitWindow)
+	berlin, _ := time.LoadLocation("Europe/Berlin")
+	start := time.Date(2026, 11, 28, 2, 0, 0, 0, berlin)
+	if !info.Next.Equal(start) || r.reb.n != 0 {
+		t.Fatalf("next %s (want %s), %d reboots", info.Next, start, r.reb.n)
+	}
+	if !strings.Contains(info.Detail, "next maintenance window") {
+		t.Errorf("detail %q", info.Detail)
+	}
+	r.clock.t = start.Add(-time.Second)
+	r.step(t, ActionWaitWindow)
+	r.clock.t = start
+	r.step(t, ActionRebooting)
+	// The wait was recorded once, however often the agent looked.
+	if k := strings.Join(r.node.kinds(), ","); k != "reboot-waiting,reboot-waiting,rebooting" {
+		t.Errorf("events %s", k)
+	}
+}
+
+func TestDownloadWindow(t *testing.T) {
+	r := newRig(t, Policy{Interval: time.Hour, Reboot: Manual,
+		Download: window(t, []string{"tue"}, "22:00", "1h", "UTC")}, nil)
+	r.node.available = "1.1"
+	info := r.step(t, ActionWaitDownload)
+	if want := time.Date(2026, 11, 24, 22, 0, 0, 0, time.UTC); !info.Next.Equal(want) || r.node.updates != 0 {
+		t.Fatalf("next %s, want %s; %d updates", info.Next, want, r.node.updates)
+	}
+	// Apply now ignores the download window once.
+	r.a.ForceNext()
+	r.step(t, ActionStaged)
+	r.step(t, ActionWaitManual)
+	if r.reb.n != 0 {
+		t.Fatal("manual strategy rebooted")
+	}
+}
+
+func TestFleetLockHeldUntilJudged(t *testing.T) {
+	for _, healthy := range []bool{true, false} {
+		t.Run(fmt.Sprintf("healthy=%v", healthy), func(t *testing.T) {
+			var mu sync.Mutex
+			holder := ""
+			lock := &fakeLock{mu: &mu, holder: &holder, id: "n1"}
+			r := newRig(t, Policy{Interval: time.Hour, Reboot: FleetLock, LockGroup: "workers"}, lock)
+			r.node.available = "1.1"
+			r.step(t, ActionStaged)
+			r.step(t, ActionRebooting)
+			if holder != "n1" || r.node.lock == nil || r.node.lock.Group != "workers" || r.node.lock.Version != "1.1" {
+				t.Fatalf("holder %q, recorded %+v", holder, r.node.lock)
+			}
+			r.node.boot()
+			r.step(t, ActionTrial)
+			if holder != "n1" {
+				t.Fatal("lock given back before the health verdict")
+			}
+			r.node.judge(healthy)
+			info := r.step(t, ActionLockReleased)
+			if holder != "" || r.node.lock != nil || lock.unlocks != 1 {
+				t.Fatalf("holder %q, recorded %+v, %d unlocks", holder, r.node.lock, lock.unlocks)
+			}
+			if !info.Next.Equal(r.clock.t) {
+				t.Errorf("after releasing, next step at %s, want now", info.Next)
+			}
+			evs := r.node.events
+			msg := evs[len(evs)-1].Message
+			if want := map[bool]string{true: "was kept", false: "fell back"}[healthy]; !strings.Contains(msg, want) {
+				t.Errorf("release event %q does not say %q", msg, want)
+			}
+		})
+	}
+}
+
+// TestTwoAgentsOneLock: two nodes with staged updates share one lock
+// slot; only one reboots until the first has been judged.
+func TestTwoAgentsOneLock(t *testing.T) {
+	var mu sync.Mutex
+	holder := ""
+	p := Policy{Interval: time.Hour, Reboot: FleetLock, LockGroup: "g"}
+	r1 := newRig(t, p, &fakeLock{mu: &mu, holder: &holder, id: "n1"})
+	r2 := newRig(t, p, &fakeLock{mu: &mu, holder: &holder, id: "n2"})
+	for _, r := range []*rig{r1, r2} {
+		r.node.available = "1.1"
+		r.step(t, ActionStaged)
+	}
+	r1.step(t, ActionRebooting)
+	info := r2.step(t, ActionWaitLock)
+	if !info.Next.Equal(t0.Add(lockPoll)) || r2.reb.n != 0 {
+		t.Fatalf("second node: next %s, %d reboots", info.Next, r2.reb.n)
+	}
+	r1.node.boot()
+	r1.step(t, ActionTrial)
+	r2.step(t, ActionWaitLock)
+	r1.node.judge(true)
+	r1.step(t, ActionLockReleased)
+	r2.step(t, ActionRebooting)
+	if holder != "n2" {
+		t.Fatalf("holder %q", holder)
+	}
+}
+
+func TestLockServerDownNeverReboots(t *testing.T) {
+	var mu sync.Mutex
+	holder := ""
+	lock := &fakeLock{mu: &mu, holder: &holder, id: "n1", failing: true}
+	r := newRig(t, Policy{Interval: time.Hour, Reboot: FleetLock, LockGroup: "g"}, lock)
+	r.node.available = "1.1"
+	r.step(t, ActionStaged)
+	info := r.step(t, ActionError)
+	if r.reb.n != 0 || r.node.lock != nil || !strings.Contains(info.Err, "connection refused") {
+		t.Fatalf("%d reboots, lock %+v, err %q", r.reb.n, r.node.lock, info.Err)
+	}
+}
+
+func TestBackoffDoublesUpToInterval(t *testing.T) {
+	r := newRig(t, Policy{Interval: 10 * time.Minute, Reboot: Immediate}, nil)
+	r.node.updateErr = errors.New("registry: 503")
+	var waits []time.Duration
+	for range 6 {
+		info := r.step(t, ActionError)
+		waits = append(waits, info.Next.Sub(r.clock.t))
+	}
+	// a minute doubling, capped at the interval, each plus an eighth
+	// (jitter of a quarter, Rand 0.5)
+	want := []time.Duration{1, 2, 4, 8, 10, 10}
+	for i, w := range want {
+		if d := w * time.Minute; waits[i] != d+d/8 {
+			t.Errorf("wait %d: %s, want %s", i, waits[i], d+d/8)
+		}
+	}
+	// Each failure is recorded (the state file folds identical ones).
+	if n := len(r.node.events); n != 6 || r.node.events[0].Kind != state.EventCheckFailed {
+		t.Fatalf("events %+v", r.node.events)
+	}
+	r.node.updateErr = nil
+	r.step(t, ActionUpToDate)
+	if r.a.failures != 0 {
+		t.Error("failures not reset after a good step")
+	}
+}
+
+func TestPolicyValidation(t *testing.T) {
+	tests := []struct {
+		p    Policy
+		want string
+	}{
+		{Policy{Reboot: Immediate}, "interval"},
+		{Policy{Interval: time.Hour, Jitter: -1, Reboot: Immediate}, "jitter"},
+		{Policy{Interval: time.Hour, Reboot: "sometimes"}, "reboot strategy"},
+		{Policy{Interval: time.Hour, Reboot: Window}, "window"},
+		{Policy{Interval: time.Hour, Reboot: FleetLock}, "group"},
+	}
+	for _, tc := range tests {
+		if err := tc.p.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want an error mentioning %q", tc.p, err, tc.want)
+		}
+	}
+	if _, err := New(Policy{Interval: time.Hour, Reboot: FleetLock, LockGroup: "g"}, newFakeNode(), &fakeRebooter{}, nil, &fakeClock{}); err == nil {
+		t.Error("fleetlock strategy without a lock client accepted")
+	}
+}
+
+// TestRunWakesAndStops drives Run with a fake timer: it steps, sleeps
+// until the step's next time, wakes early on request, and stops on cancel.
+func TestRunWakesAndStops(t *testing.T) {
+	r := newRig(t, Policy{Interval: time.Hour, Reboot: Immediate}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	wake := make(chan struct{})
+	timers := make(chan time.Duration)
+	after := func(d time.Duration) <-chan time.Time {
+		timers <- d
+		return make(chan time.Time) // never fires: only wake or cancel end the sleep
+	}
+	done := make(chan error)
+	go func() { done <- r.a.Run(ctx, wake, after) }()
+	if d := <-timers; d != time.Hour {
+		t.Fatalf("first sleep %s, want the interval", d)
+	}
+	r.node.mu.Lock()
+	r.node.available = "1.1"
+	r.node.mu.Unlock()
+	wake <- struct{}{}
+	<-timers // staged, then rebooting: sleeps after the reboot request
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r.reb.n != 1 {
+		t.Fatalf("%d reboots", r.reb.n)
+	}
+}
