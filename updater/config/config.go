@@ -9,12 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
 	"sealift/updater/health"
+	"sealift/updater/rollout"
 )
 
 // DefaultPath is where a node keeps its config.
@@ -29,6 +31,10 @@ type Config struct {
 	// Health is checked when the config is loaded, so a bad check fails
 	// now rather than at the next boot.
 	Health health.Config `toml:"health"`
+	// The agent's sections (agent.go).
+	Agent    AgentConfig    `toml:"agent"`
+	Download DownloadConfig `toml:"download"`
+	Reboot   RebootConfig   `toml:"reboot"`
 }
 
 // SourceConfig says where releases come from.
@@ -66,6 +72,9 @@ type TrustConfig struct {
 type NodeConfig struct {
 	Variant string `toml:"variant"`
 	Arch    string `toml:"arch"`
+	// Seed overrides the node's rollout seed (0..2047) kept in the
+	// state; nil when not set. A low seed makes a canary.
+	Seed *int `toml:"seed"`
 }
 
 // UpdateConfig tunes how updates are applied.
@@ -95,12 +104,14 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 
 // Defaults returns the config used where the file is silent.
 func Defaults() Config {
-	return Config{
+	c := Config{
 		Source: SourceConfig{Timeout: Duration{30 * time.Second}, Retries: 4},
 		Trust:  TrustConfig{Root: "/usr/share/sealift/root.json", CacheDir: "/var/lib/sealift/tuf"},
 		Node:   NodeConfig{Arch: GoArchToOS(runtime.GOARCH)},
 		Update: UpdateConfig{Tries: 3},
 	}
+	agentDefaults(&c)
+	return c
 }
 
 // GoArchToOS maps Go's architecture names to the ones OS releases use.
@@ -114,34 +125,69 @@ func GoArchToOS(a string) string {
 	return a
 }
 
-// Load reads and validates a config file. Relative paths in it are taken
-// relative to the file's directory.
+// Load reads and validates a config file and its drop-ins: every *.toml
+// in the directory named like the file without its extension plus ".d"
+// (/etc/sealift/config.d for /etc/sealift/config.toml), in lexical
+// order, each overriding the keys it sets. Relative paths are taken
+// relative to the directory of the file that sets them.
 func Load(path string) (*Config, error) {
 	c := Defaults()
-	md, err := toml.DecodeFile(path, &c)
+	files := []string{path}
+	dropIns, err := filepath.Glob(filepath.Join(DropInDir(path), "*.toml"))
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, err
+	}
+	sort.Strings(dropIns)
+	files = append(files, dropIns...)
+	for _, f := range files {
+		if err := c.decodeFile(f); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.Validate(); err != nil {
+		where := path
+		if len(dropIns) > 0 {
+			where += " (with " + strings.Join(dropIns, ", ") + ")"
+		}
+		return nil, fmt.Errorf("config %s: %w", where, err)
+	}
+	return &c, nil
+}
+
+// DropInDir is the drop-in directory of a config file.
+func DropInDir(path string) string {
+	return strings.TrimSuffix(path, filepath.Ext(path)) + ".d"
+}
+
+// decodeFile overlays one TOML file on c.
+func (c *Config) decodeFile(path string) error {
+	paths := []*string{&c.Source.Layout, &c.Source.CAFile, &c.Source.PasswordFile, &c.Trust.Root, &c.Trust.CacheDir,
+		&c.Agent.Socket, &c.Reboot.FleetLock.MachineID}
+	before := make([]string, len(paths))
+	for i, p := range paths {
+		before[i] = *p
+	}
+	md, err := toml.DecodeFile(path, c)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		keys := make([]string, len(und))
 		for i, k := range und {
 			keys[i] = k.String()
 		}
-		return nil, fmt.Errorf("config %s: unknown key(s): %s", path, strings.Join(keys, ", "))
+		return fmt.Errorf("config %s: unknown key(s): %s", path, strings.Join(keys, ", "))
 	}
 	base, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	for _, p := range []*string{&c.Source.Layout, &c.Source.CAFile, &c.Source.PasswordFile, &c.Trust.Root, &c.Trust.CacheDir} {
-		if *p != "" && !filepath.IsAbs(*p) {
+	for i, p := range paths {
+		if *p != before[i] && *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}
 	}
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	return &c, nil
+	return nil
 }
 
 // Validate checks values and that the files the config names are readable.
@@ -205,6 +251,9 @@ func (c *Config) Validate() error {
 	if c.Node.Arch == "" {
 		bad("node.arch", "required")
 	}
+	if c.Node.Seed != nil && rollout.CheckSeed(*c.Node.Seed) != nil {
+		bad("node.seed", "%d out of range 0-%d", *c.Node.Seed, rollout.Seeds-1)
+	}
 	if c.Update.Tries < 1 || c.Update.Tries > 15 {
 		bad("update.tries", "%d out of range 1-15", c.Update.Tries)
 	}
@@ -213,6 +262,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, c.validateAgent(bad)...)
 	return errors.Join(errs...)
 }
 
