@@ -239,3 +239,14 @@ func (u *Updater) Record(e state.Event) error {
 	st.Record(e)
 	return u.State.Save(st)
 }
+
+// SetFleetLock records (or, with nil, forgets) that this node holds the
+// fleet's reboot lock.
+func (u *Updater) SetFleetLock(h *state.LockHold) error {
+	st, err := u.State.Load()
+	if err != nil {
+		return err
+	}
+	st.FleetLock = h
+	return u.State.Save(st)
+}

@@ -22,6 +22,7 @@ import (
 	"sealift/bootloader/sdboot"
 	"sealift/partitions"
 	"sealift/updater"
+	"sealift/updater/agent"
 	"sealift/updater/state"
 )
 
@@ -134,6 +135,25 @@ func cmdStatus(g *globals, args []string) error {
 	if err := g.parse(fs, args); err != nil {
 		return err
 	}
+	if c := g.agentClient(); c != nil {
+		r, err := c.Status(context.Background())
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(g.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(r)
+		}
+		printStatus(g.stdout, "(the running system's, through the agent)", r.Node)
+		l := r.Agent.Last
+		fmt.Fprintf(g.stdout, "agent:     %s (reboot strategy %s, checks every %s); next step %s\n",
+			l.Detail, r.Agent.Reboot, r.Agent.Interval, l.Next.Format(time.RFC3339))
+		if l.Err != "" {
+			fmt.Fprintf(g.stdout, "agent:     last step failed: %s\n", l.Err)
+		}
+		return nil
+	}
 	s, err := g.open(false)
 	if err != nil {
 		return err
@@ -160,17 +180,24 @@ func cmdEvents(g *globals, args []string) error {
 	asJSON := fs.Bool("json", false, "print JSON, one event per line")
 	since := fs.Uint64("since", 0, "only events numbered after SEQ")
 	last := fs.Int("last", 0, "only the newest N events (0: all that are kept)")
-	if err := g.parse(fs, args); err != nil {
+	var err error
+	if err = g.parse(fs, args); err != nil {
 		return err
 	}
-	s, err := g.open(false)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	evs, err := s.up.Events(*since)
-	if err != nil {
-		return err
+	var evs []state.Event
+	if c := g.agentClient(); c != nil {
+		if evs, err = c.Events(context.Background(), *since); err != nil {
+			return err
+		}
+	} else {
+		s, err := g.open(false)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		if evs, err = s.up.Events(*since); err != nil {
+			return err
+		}
 	}
 	if *last > 0 && len(evs) > *last {
 		evs = evs[len(evs)-*last:]
@@ -371,6 +398,17 @@ func onDisk(g *globals, args []string, name, usage string, extra func(*pflag.Fla
 	if len(positional) == 0 && fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("%s takes no arguments, got %q", name, fs.Args())}
 	}
+	if via, ok := agentOps[name]; ok {
+		// A running agent owns the disk: ask it rather than race it.
+		if c := g.agentClient(); c != nil {
+			msg, err := via(c)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, msg)
+			return nil
+		}
+	}
 	s, err := g.open(true)
 	if err != nil {
 		return err
@@ -382,6 +420,21 @@ func onDisk(g *globals, args []string, name, usage string, extra func(*pflag.Fla
 	}
 	fmt.Fprintln(g.stdout, msg)
 	return nil
+}
+
+// agentOps are the disk commands a running agent carries out for the CLI.
+var agentOps = map[string]func(c *agent.Client) (string, error){
+	"cancel": func(c *agent.Client) (string, error) {
+		p, err := c.Cancel(context.Background())
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("cancelled the update to %s in slot %s (through the agent)", p.Version, p.Slot), nil
+	},
+	"rollback": func(c *agent.Client) (string, error) {
+		to, err := c.Rollback(context.Background())
+		return fmt.Sprintf("next boot: %s (rollback, through the agent)", to), err
+	},
 }
 
 func cmdMarkGood(g *globals, args []string) error {

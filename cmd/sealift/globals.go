@@ -17,6 +17,8 @@ import (
 	"sealift/bootloader/sdboot"
 	"sealift/partitions"
 	"sealift/updater"
+	"sealift/updater/agent"
+	"sealift/updater/config"
 	"sealift/updater/state"
 )
 
@@ -25,8 +27,9 @@ type globals struct {
 	stdout, stderr io.Writer
 	log            *logrus.Logger
 
-	disk      string
-	stateDir  string
+	disk        string
+	stateDir    string
+	agentSocket string
 	logLevel  string
 	logFormat string
 }
@@ -42,6 +45,7 @@ func (g *globals) flagSet(name, usage string, withDisk bool) *pflag.FlagSet {
 	if withDisk {
 		fs.StringVar(&g.disk, "disk", "", "disk or disk image to operate on (default: the disk of the running root)")
 		fs.StringVar(&g.stateDir, "state-dir", "", "keep sealift's state in this directory instead of on the disk's ESP")
+		fs.StringVar(&g.agentSocket, "agent-socket", config.Defaults().Agent.Socket, "a running agent's API socket; without --disk, commands go through it when it answers")
 	}
 	fs.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&g.logFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal)")
@@ -250,4 +254,18 @@ func exitCode(err error) int {
 		return exitBadInput
 	}
 	return exitError
+}
+
+// agentClient returns a client of the running agent when the command
+// works on the running system (no --disk) and an agent answers on its
+// socket; nil otherwise.
+func (g *globals) agentClient() *agent.Client {
+	if g.disk != "" || g.stateDir != "" || g.agentSocket == "" {
+		return nil
+	}
+	c, err := agent.Dial(g.agentSocket)
+	if err != nil {
+		return nil
+	}
+	return c
 }

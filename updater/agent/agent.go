@@ -133,6 +133,8 @@ type Agent struct {
 	Clock    Clock
 	// Rand returns a number in [0,1) for jitter; nil uses math/rand.
 	Rand func() float64
+	// OnStep, when set, sees every step Run makes (logs, metrics).
+	OnStep func(StepInfo)
 
 	mu       sync.Mutex // guards the fields below
 	policy   Policy
@@ -415,6 +417,9 @@ func (a *Agent) Run(ctx context.Context, wake <-chan struct{}, after func(time.D
 		info := a.Step(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if a.OnStep != nil {
+			a.OnStep(info)
 		}
 		d := info.Next.Sub(a.Clock.Now())
 		if d <= 0 {

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// agentNode is a node whose config has the agent's sections: reboots
+// only on Saturdays 02:00-04:00 UTC, by a command that leaves a mark.
+func agentNode(t *testing.T, extra string) (p *publisher, disk, cfg, mark string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "media")
+	os.MkdirAll(dir, 0o755)
+	p = newPublisher(t, "--layout", dir)
+	mark = filepath.Join(t.TempDir(), "rebooted")
+	disk, cfg = newNode(t, p, fmt.Sprintf(`[source]
+layout = %q
+[reboot]
+strategy = "window"
+command = ["/bin/sh", "-c", "echo reboot >> %s"]
+[[reboot.window]]
+days = ["sat"]
+start = "02:00"
+length = "2h"
+time_zone = "UTC"
+%s`, dir, mark, extra))
+	return p, disk, cfg, mark
+}
+
+// TestCLIAgentStagesThenRebootsInWindow runs single agent decisions at
+// pretend times: the release is staged on a Friday, the reboot waits for
+// Saturday's window.
+func TestCLIAgentStagesThenRebootsInWindow(t *testing.T) {
+	p, disk, cfg, mark := agentNode(t, "")
+	p.release("1.0.0", 1)
+	agentAt := func(now string) string {
+		return mustCLI(t, "agent", "--once", "--now", now, "--disk", disk, "--config", cfg, "--log-level", "error")
+	}
+	if out := agentAt("2026-11-27T12:00:00Z"); !strings.HasPrefix(out, "staged: staged 1.0.0 in slot A") {
+		t.Fatalf("friday, first step: %s", out)
+	}
+	out := agentAt("2026-11-27T12:00:10Z")
+	if !strings.HasPrefix(out, "wait-window:") || !strings.Contains(out, "next step at 2026-11-28T02:00:00Z") {
+		t.Fatalf("friday, second step: %s", out)
+	}
+	if _, err := os.Stat(mark); err == nil {
+		t.Fatal("rebooted outside the window")
+	}
+	if out := agentAt("2026-11-28T02:30:00Z"); !strings.HasPrefix(out, "rebooting:") {
+		t.Fatalf("saturday: %s", out)
+	}
+	if b, err := os.ReadFile(mark); err != nil || string(b) != "reboot\n" {
+		t.Fatalf("reboot command: %q %v", b, err)
+	}
+	mustCLI(t, "boot", "simulate", "--disk", disk, "--apply")
+	if out := agentAt("2026-11-28T02:31:00Z"); !strings.HasPrefix(out, "trial:") {
+		t.Fatalf("after the reboot: %s", out)
+	}
+	mustCLI(t, "mark-good", "--disk", disk)
+	if out := agentAt("2026-11-28T02:32:00Z"); !strings.HasPrefix(out, "up-to-date:") {
+		t.Fatalf("after the health check: %s", out)
+	}
+	ev := mustCLI(t, "events", "--disk", disk)
+	for _, want := range []string{"installed", "reboot-waiting", "rebooting into 1.0.0 in slot A (reboot strategy window)", "marked-good"} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("events lack %q:\n%s", want, ev)
+		}
+	}
+	if code, _, errs := cli(t, "agent", "--now", "2026-11-28T02:32:00Z", "--disk", disk, "--config", cfg); code != exitUsage {
+		t.Errorf("--now without --once: exit %d %s", code, errs)
+	}
+}
+
+// TestCLIThroughAgent runs the agent's loop and checks that CLI commands
+// without --disk go through its socket.
+func TestCLIThroughAgent(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	p, disk, cfg, _ := agentNode(t, fmt.Sprintf("[agent]\nsocket = %q\n", sock))
+	p.release("1.0.0", 1)
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := cli(t, "agent", "--disk", disk, "--config", cfg, "--log-level", "error")
+		done <- code
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the agent never opened its socket")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The first step stages 1.0.0 and then waits for the window.
+	var out string
+	for time.Now().Before(deadline) {
+		out = mustCLI(t, "status", "--agent-socket", sock)
+		if strings.Contains(out, "next maintenance window") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(out, "through the agent") || !strings.Contains(out, "reboot strategy window") {
+		t.Fatalf("status through the agent:\n%s", out)
+	}
+	if ev := mustCLI(t, "events", "--agent-socket", sock); !strings.Contains(ev, "agent started") {
+		t.Fatalf("events through the agent:\n%s", ev)
+	}
+	if out := mustCLI(t, "cancel", "--agent-socket", sock); !strings.Contains(out, "through the agent") {
+		t.Fatalf("cancel: %s", out)
+	}
+	// SIGTERM ends the agent cleanly (signal.NotifyContext catches it).
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("agent exit %d", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("agent did not stop on SIGTERM")
+	}
+	if _, err := os.Stat(sock); err == nil {
+		t.Error("socket left behind")
+	}
+	if st := status(t, disk); st.Pending != nil {
+		t.Fatalf("pending after cancel: %+v", st.Pending)
+	}
+}
