@@ -30,8 +30,8 @@ type globals struct {
 	disk        string
 	stateDir    string
 	agentSocket string
-	logLevel  string
-	logFormat string
+	logLevel    string
+	logFormat   string
 }
 
 // flagSet makes a command's flag set with the shared flags on it.
