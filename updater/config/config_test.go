@@ -50,6 +50,10 @@ variant = "v"
 		{"health check of unknown type", base + "[[health.check]]\ntype = \"ping\"\n", `health.check[0].type: unknown check type "ping"`},
 		{"health command not executable", base + "[[health.check]]\ntype = \"command\"\ncommand = [\"/nonexistent/probe\"]\n", "not an executable file"},
 		{"valid health", base + "[health]\nprobation = \"1m\"\n[[health.check]]\ntype = \"http\"\nurl = \"http://127.0.0.1:10248/healthz\"\n", ""},
+		{"seed", base + "seed = 0\n", ""},
+		{"seed too large", base + "seed = 2048\n", "node.seed: 2048 out of range 0-2047"},
+		{"seed negative", base + "seed = -1\n", "node.seed: -1 out of range 0-2047"},
+		{"seed not a number", base + "seed = \"low\"\n", "seed"},
 		{"layout not a dir", strings.Replace(base, `repository = "127.0.0.1:5000/os/node"`, `layout = "nope"`, 1), "source.layout"},
 	}
 	for _, c := range cases {
@@ -69,5 +73,22 @@ variant = "v"
 				t.Fatalf("got %v, want %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestNodeSeed: node.seed is optional, and 0 is a seed, not "unset".
+func TestNodeSeed(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "root.json"), []byte("{}"), 0o644)
+	for content, want := range map[string]*int{"": nil, "seed = 0\n": new(int)} {
+		p := filepath.Join(dir, "config.toml")
+		os.WriteFile(p, []byte("[source]\nrepository = \"r.example/os\"\n[trust]\nroot = \"root.json\"\n[node]\nvariant = \"v\"\n"+content), 0o644)
+		c, err := Load(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (c.Node.Seed == nil) != (want == nil) || (want != nil && *c.Node.Seed != *want) {
+			t.Fatalf("%q: seed %v", content, c.Node.Seed)
+		}
 	}
 }

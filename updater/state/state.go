@@ -95,6 +95,11 @@ type State struct {
 	// before rebooting into an update, given back once the new slot
 	// passed its health check or the node fell back.
 	FleetLock *LockHold `json:"fleet_lock,omitempty"`
+	// Seed is the node's rollout seed (0..2047, docs/rollout.md), drawn
+	// once and kept for the life of the disk so the node keeps its place
+	// in every rollout. nil until drawn; older files have none, and
+	// older sealift versions ignore it.
+	Seed *int `json:"seed,omitempty"`
 }
 
 // LockHold records a held fleet reboot lock, so it is given back after

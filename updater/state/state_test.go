@@ -58,3 +58,29 @@ func TestDirLoadErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestSeedCompatible: a state file written before seeds existed loads
+// without one, and seed 0 (a valid seed) survives a round trip.
+func TestSeedCompatible(t *testing.T) {
+	dir := t.TempDir()
+	old := `{"schema": 1, "slots": {"A": {"version": "v1", "image_size": 4096, "verity": {"root_hash": "ab", "salt": "", "data_blocks": 1, "hash_offset": 4096}, "installed_at": "2026-11-24T10:00:00Z"}}}`
+	if err := os.WriteFile(filepath.Join(dir, FileName), []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Dir(dir).Load()
+	if err != nil || s.Seed != nil || s.Slots[bootloader.SlotA].Version != "v1" {
+		t.Fatalf("%+v %v", s, err)
+	}
+	zero := 0
+	s.Seed = &zero
+	if err := Dir(dir).Save(s); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, FileName))
+	if !strings.Contains(string(b), `"seed": 0`) {
+		t.Fatalf("seed 0 not written:\n%s", b)
+	}
+	if s, err := Dir(dir).Load(); err != nil || s.Seed == nil || *s.Seed != 0 {
+		t.Fatalf("%+v %v", s, err)
+	}
+}
