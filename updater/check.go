@@ -1,6 +1,7 @@
 package updater
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,8 +9,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"sealift/signing"
+	"sealift/updater/rollout"
 	"sealift/updater/state"
 )
 
@@ -22,6 +25,9 @@ type ReleaseMeta struct {
 	// Recalled releases are never installed; nodes running one may move
 	// to an older release (see docs/publishing.md).
 	Recalled bool `json:"recalled,omitempty"`
+	// Rollout stages the release in waves (docs/rollout.md); nil means
+	// every node may take it at once.
+	Rollout *rollout.Plan `json:"rollout,omitempty"`
 }
 
 // TargetName is the TUF target name of a release.
@@ -34,6 +40,10 @@ type Release struct {
 	Target string // TUF target name
 	Meta   ReleaseMeta
 	Info   signing.TargetInfo
+	// RolloutErr is why the signed rollout plan cannot be used (a plan
+	// from a newer publisher, or an invalid one); such a release is not
+	// taken, since its publisher meant it for only part of the fleet.
+	RolloutErr error `json:"-"`
 }
 
 // Trust is the signed-metadata client (signing.Client).
@@ -47,16 +57,34 @@ type Trust interface {
 type CheckOptions struct {
 	Variant, Arch  string
 	AllowDowngrade bool
+	// Seed overrides the node's rollout seed (config node.seed); nil
+	// uses the seed kept in the state, drawn and saved on first use.
+	Seed *int
 }
 
 // CheckResult says which release a node should take, or why none.
 type CheckResult struct {
 	Running   string   `json:"running_version,omitempty"`
-	Newest    *Release `json:"newest,omitempty"` // newest eligible release, even if not taken
+	Newest    *Release `json:"newest,omitempty"` // newest release not recalled nor failed here, even if not taken
 	Take      *Release `json:"take,omitempty"`   // the release to install; nil when none
 	Reason    string   `json:"reason"`
 	Downgrade bool     `json:"downgrade,omitempty"`
+	// Seed is the node's rollout seed; SeedFrom says where it came from
+	// (SeedFromConfig, SeedFromState, SeedFromNew).
+	Seed     int    `json:"seed"`
+	SeedFrom string `json:"seed_from,omitempty"`
+	// Rollout is where this node stands in the rollout of Newest: its
+	// wave, its offset in the wave, when it is eligible (Rollout.At) or
+	// that the rollout is halted. nil when Newest has no plan.
+	Rollout *rollout.Eligibility `json:"rollout,omitempty"`
 }
+
+// Where CheckResult.Seed came from.
+const (
+	SeedFromConfig = "config" // node.seed in the config
+	SeedFromState  = "state"  // drawn earlier and kept in the state
+	SeedFromNew    = "new"    // drawn by this check and saved in the state
+)
 
 // ErrNoRelease is returned by Update when there is nothing to install.
 var ErrNoRelease = errors.New("no release to install")
@@ -67,9 +95,20 @@ func releases(targets map[string]signing.TargetInfo, o CheckOptions) (all, eligi
 		if len(info.Custom) == 0 {
 			continue // not a sealift release
 		}
-		var m ReleaseMeta
-		if err := json.Unmarshal(info.Custom, &m); err != nil || m.Version == "" {
+		// The plan is parsed on its own so that a plan this node cannot
+		// use keeps the release visible (and not taken) instead of
+		// making it vanish.
+		var wire struct {
+			ReleaseMeta
+			Rollout json.RawMessage `json:"rollout,omitempty"`
+		}
+		if err := json.Unmarshal(info.Custom, &wire); err != nil || wire.Version == "" {
 			continue
+		}
+		m := wire.ReleaseMeta
+		var planErr error
+		if len(wire.Rollout) > 0 && string(wire.Rollout) != "null" {
+			m.Rollout, planErr = rollout.ParseJSON(wire.Rollout)
 		}
 		if m.Variant != o.Variant || m.Arch != o.Arch {
 			continue
@@ -79,7 +118,7 @@ func releases(targets map[string]signing.TargetInfo, o CheckOptions) (all, eligi
 			// publishing error; refusing it keeps one name per version.
 			return nil, nil, fmt.Errorf("signed target %q carries metadata for %s/%s %s", name, m.Variant, m.Arch, m.Version)
 		}
-		r := Release{Target: name, Meta: m, Info: info}
+		r := Release{Target: name, Meta: m, Info: info, RolloutErr: planErr}
 		all = append(all, r)
 		if !m.Recalled {
 			eligible = append(eligible, r)
@@ -89,14 +128,20 @@ func releases(targets map[string]signing.TargetInfo, o CheckOptions) (all, eligi
 	return all, eligible, nil
 }
 
-// decide picks the release to take given the running version. Releases
-// in failed fell back on this node and are not taken again.
-func decide(targets map[string]signing.TargetInfo, running string, failed map[string]*state.Outcome, o CheckOptions) (*CheckResult, error) {
+// decide picks the release to take given the running version, the
+// node's rollout seed and the time. Releases in failed fell back on this
+// node and are not taken again. A release is available to the node when
+// it is not recalled, did not fail here, and has no rollout plan or one
+// under which the node is eligible now; the node takes the newest
+// available release that is newer than the running one, which may be
+// older than the newest release while that one's rollout has not reached
+// the node.
+func decide(targets map[string]signing.TargetInfo, running string, failed map[string]*state.Outcome, o CheckOptions, seed int, now time.Time) (*CheckResult, error) {
 	all, eligible, err := releases(targets, o)
 	if err != nil {
 		return nil, err
 	}
-	res := &CheckResult{Running: running}
+	res := &CheckResult{Running: running, Seed: seed}
 	var skipped []string
 	kept := eligible[:0]
 	for _, r := range eligible {
@@ -121,9 +166,17 @@ func decide(targets map[string]signing.TargetInfo, running string, failed map[st
 	}
 	newest := eligible[0]
 	res.Newest = &newest
-	if running == "" {
-		res.Take, res.Reason = &newest, "no release is running"
-		return res, nil
+	var newestWait string
+	res.Rollout, newestWait = availability(newest, seed, now)
+	var best *Release // the newest release available to this node now
+	for i := range eligible {
+		if _, wait := availability(eligible[i], seed, now); wait == "" {
+			best = &eligible[i]
+			break
+		}
+	}
+	notYet := func() string {
+		return fmt.Sprintf("%s is not yet available to this node: %s", newest.Meta.Version, newestWait)
 	}
 	runningRecalled := false
 	for _, r := range all {
@@ -131,21 +184,100 @@ func decide(targets map[string]signing.TargetInfo, running string, failed map[st
 			runningRecalled = true
 		}
 	}
-	switch c := CompareVersions(newest.Meta.Version, running); {
-	case c > 0:
-		res.Take, res.Reason = &newest, fmt.Sprintf("%s is newer than the running %s", newest.Meta.Version, running)
-	case c == 0:
-		res.Reason = fmt.Sprintf("up to date: %s is the newest release", running)
+	switch {
+	case running == "" && best != nil:
+		res.Take, res.Reason = best, "no release is running"
+		if best != res.Newest {
+			res.Reason += "; " + notYet()
+		}
+	case running == "":
+		res.Reason = "no release is running; " + notYet()
+	case runningRecalled && best != nil:
+		// Leaving a recalled release goes by the same rollout rules: the
+		// node takes the newest release it may take now, older or not.
+		res.Take = best
+		res.Downgrade = CompareVersions(best.Meta.Version, running) < 0
+		res.Reason = fmt.Sprintf("the running %s is recalled; %s is the newest release not recalled that this node may take", running, best.Meta.Version)
 	case runningRecalled:
-		res.Take, res.Downgrade = &newest, true
-		res.Reason = fmt.Sprintf("the running %s is recalled; %s is the newest release not recalled", running, newest.Meta.Version)
-	case o.AllowDowngrade:
-		res.Take, res.Downgrade = &newest, true
-		res.Reason = fmt.Sprintf("downgrade from %s to %s allowed by the operator", running, newest.Meta.Version)
+		res.Reason = fmt.Sprintf("the running %s is recalled, but no other release is available to this node yet; %s", running, notYet())
 	default:
-		res.Reason = fmt.Sprintf("the running %s is newer than the newest signed release %s; not downgrading (--allow-downgrade to force)", running, newest.Meta.Version)
+		switch c := CompareVersions(newest.Meta.Version, running); {
+		case c == 0:
+			res.Reason = fmt.Sprintf("up to date: %s is the newest release", running)
+		case c > 0 && best != nil && CompareVersions(best.Meta.Version, running) > 0:
+			res.Take, res.Reason = best, fmt.Sprintf("%s is newer than the running %s", best.Meta.Version, running)
+			if best != res.Newest {
+				res.Reason += "; " + notYet()
+			}
+		case c > 0:
+			res.Reason = fmt.Sprintf("%s is newer than the running %s but not yet available to this node: %s", newest.Meta.Version, running, newestWait)
+		case o.AllowDowngrade && best != nil:
+			res.Take, res.Downgrade = best, true
+			res.Reason = fmt.Sprintf("downgrade from %s to %s allowed by the operator", running, best.Meta.Version)
+		case o.AllowDowngrade:
+			res.Reason = fmt.Sprintf("downgrade from %s allowed by the operator, but %s", running, notYet())
+		default:
+			res.Reason = fmt.Sprintf("the running %s is newer than the newest signed release %s; not downgrading (--allow-downgrade to force)", running, newest.Meta.Version)
+		}
 	}
 	return res, nil
+}
+
+// availability says where the node stands in r's rollout (nil without a
+// plan) and, when it may not take r now, why; "" when it may.
+func availability(r Release, seed int, now time.Time) (*rollout.Eligibility, string) {
+	if r.RolloutErr != nil {
+		return nil, fmt.Sprintf("its signed rollout plan cannot be used by this sealift (%v)", r.RolloutErr)
+	}
+	if r.Meta.Rollout == nil {
+		return nil, ""
+	}
+	e, err := r.Meta.Rollout.Eligibility(seed, now)
+	if err != nil {
+		return nil, err.Error()
+	}
+	if e.Eligible {
+		return &e, ""
+	}
+	return &e, e.String()
+}
+
+// NodeSeed returns the node's rollout seed: override (the config's
+// node.seed) when set, else the seed kept in the state, else a new one
+// from crypto/rand, which is saved (so this needs a writable state
+// store). from is one of the SeedFrom constants.
+func (u *Updater) NodeSeed(override *int) (seed int, from string, err error) {
+	st, err := u.State.Load()
+	if err != nil {
+		return 0, "", err
+	}
+	return u.nodeSeed(st, override)
+}
+
+func (u *Updater) nodeSeed(st *state.State, override *int) (int, string, error) {
+	if override != nil {
+		if err := rollout.CheckSeed(*override); err != nil {
+			return 0, "", fmt.Errorf("%w: node.seed: %w", ErrBadInput, err)
+		}
+		return *override, SeedFromConfig, nil
+	}
+	if st.Seed != nil {
+		if err := rollout.CheckSeed(*st.Seed); err != nil {
+			// Drawing a new one would silently move the node to another
+			// wave; an edited state file is for the operator to fix.
+			return 0, "", fmt.Errorf("%w: the seed in the state file: %w (remove it to draw a new one, or set node.seed)", ErrBadInput, err)
+		}
+		return *st.Seed, SeedFromState, nil
+	}
+	seed, err := rollout.NewSeed(rand.Reader)
+	if err != nil {
+		return 0, "", err
+	}
+	st.Seed = &seed
+	if err := u.State.Save(st); err != nil {
+		return 0, "", fmt.Errorf("keep the new rollout seed: %w", err)
+	}
+	return seed, SeedFromNew, nil
 }
 
 // CompareVersions orders release versions: dot- or dash-separated fields,

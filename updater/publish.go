@@ -7,25 +7,47 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"sealift/signing"
 	"sealift/updater/oci"
 	"sealift/updater/release"
+	"sealift/updater/rollout"
 )
 
-// PublishRelease pushes a built release and signs it: the artifact goes
-// up first (blobs, then manifest under the version tag), then the TUF
-// target pinning the manifest's bytes is added, then the new metadata is
-// pushed. A node therefore never sees a signed target whose artifact is
-// missing. It returns the target name and the manifest digest.
+// PublishRelease publishes a release that every node may take at once
+// (PublishReleaseWith without a rollout plan).
 func PublishRelease(ctx context.Context, pub oci.Publisher, repo *signing.Repo, img v1.Image, cfg *release.Config) (string, string, error) {
+	return PublishReleaseWith(ctx, pub, repo, img, cfg, PublishOptions{})
+}
+
+// PublishOptions are the publisher's choices for one release.
+type PublishOptions struct {
+	// Rollout stages the release in waves (docs/rollout.md); nil means
+	// every node may take it at once.
+	Rollout *rollout.Plan
+}
+
+// PublishReleaseWith pushes a built release and signs it: the artifact
+// goes up first (blobs, then manifest under the version tag), then the
+// TUF target pinning the manifest's bytes is added, then the new metadata
+// is pushed. A node therefore never sees a signed target whose artifact
+// is missing. An invalid plan is refused (ErrBadInput, naming the field)
+// before anything is pushed. It returns the target name and the manifest
+// digest.
+func PublishReleaseWith(ctx context.Context, pub oci.Publisher, repo *signing.Repo, img v1.Image, cfg *release.Config, o PublishOptions) (string, string, error) {
+	if o.Rollout != nil {
+		if err := o.Rollout.Validate(); err != nil {
+			return "", "", fmt.Errorf("%w: release %s: %w", ErrBadInput, cfg.Version, err)
+		}
+	}
 	digest, manifest, err := pub.PushImage(ctx, img, cfg.Version)
 	if err != nil {
 		return "", "", fmt.Errorf("push release %s: %w", cfg.Version, err)
 	}
-	meta, err := json.Marshal(ReleaseMeta{Version: cfg.Version, Variant: cfg.Variant, Arch: cfg.Arch})
+	meta, err := json.Marshal(ReleaseMeta{Version: cfg.Version, Variant: cfg.Variant, Arch: cfg.Arch, Rollout: o.Rollout})
 	if err != nil {
 		return "", "", err
 	}
@@ -42,27 +64,115 @@ func PublishRelease(ctx context.Context, pub oci.Publisher, repo *signing.Repo, 
 // SetRecalled marks a published release recalled (or not) in its signed
 // metadata and pushes the new metadata.
 func SetRecalled(ctx context.Context, pub oci.Publisher, repo *signing.Repo, target string, recalled bool) error {
+	_, _, err := changeMeta(ctx, pub, repo, target, func(m *ReleaseMeta) (bool, error) {
+		m.Recalled = recalled
+		return true, nil
+	})
+	return err
+}
+
+// SetRollout replaces a published release's rollout plan (nil: every
+// node at once). The halt is not the plan's to change: a halted rollout
+// stays halted, frozen at the new plan's position at now, and resumes
+// from there (ResumeRollout); a running one stays running. An invalid
+// plan is refused with ErrBadInput naming the field.
+func SetRollout(ctx context.Context, pub oci.Publisher, repo *signing.Repo, target string, plan *rollout.Plan, now time.Time) (*ReleaseMeta, error) {
+	var p *rollout.Plan
+	if plan != nil {
+		c := *plan
+		c.Waves = append([]rollout.Wave(nil), plan.Waves...)
+		c.HaltedAt = time.Time{}
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadInput, err)
+		}
+		p = &c
+	}
+	m, _, err := changeMeta(ctx, pub, repo, target, func(m *ReleaseMeta) (bool, error) {
+		if m.Rollout != nil && m.Rollout.Halted() {
+			if p == nil {
+				i := rollout.Immediate(now)
+				p = &i
+			}
+			p.Halt(now)
+		}
+		m.Rollout = p
+		return true, nil
+	})
+	return m, err
+}
+
+// HaltRollout halts a release's rollout: no node that is not running it
+// takes it any more, whatever its wave; nodes on it stay. A release
+// published without a plan gets the plan "everyone at once, from now",
+// halted. changed is false when it was halted already (nothing is
+// re-signed; the first halt's time is kept).
+func HaltRollout(ctx context.Context, pub oci.Publisher, repo *signing.Repo, target string, now time.Time) (m *ReleaseMeta, changed bool, err error) {
+	return changeMeta(ctx, pub, repo, target, func(m *ReleaseMeta) (bool, error) {
+		if m.Rollout == nil {
+			p := rollout.Immediate(now)
+			m.Rollout = &p
+		}
+		return m.Rollout.Halt(now), nil
+	})
+}
+
+// ResumeRollout lifts a halt. The schedule moves later by the time spent
+// halted (rollout.Plan.Resume), so the rollout continues from the share of
+// the fleet that was eligible at the halt instead of letting every node
+// whose time passed meanwhile in at once. changed is false when it was
+// not halted.
+func ResumeRollout(ctx context.Context, pub oci.Publisher, repo *signing.Repo, target string, now time.Time) (m *ReleaseMeta, changed bool, err error) {
+	return changeMeta(ctx, pub, repo, target, func(m *ReleaseMeta) (bool, error) {
+		if m.Rollout == nil {
+			return false, nil
+		}
+		return m.Rollout.Resume(now), nil
+	})
+}
+
+// ReleaseInfo returns the signed metadata of a published release.
+func ReleaseInfo(repo *signing.Repo, target string) (*ReleaseMeta, error) {
 	ts, err := repo.Targets()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	t, ok := ts[target]
 	if !ok {
-		return fmt.Errorf("no signed release %q", target)
+		return nil, fmt.Errorf("%w: no signed release %q", signing.ErrNotFound, target)
 	}
 	var m ReleaseMeta
 	if err := json.Unmarshal(t.Custom, &m); err != nil {
-		return fmt.Errorf("release %q has no sealift metadata: %w", target, err)
+		return nil, fmt.Errorf("release %q: read its signed metadata: %w", target, err)
 	}
-	m.Recalled = recalled
+	if m.Version == "" {
+		return nil, fmt.Errorf("release %q has no sealift metadata", target)
+	}
+	return &m, nil
+}
+
+// changeMeta applies change to a release's signed metadata; when change
+// reports a change, it re-signs targets, snapshot and timestamp and
+// pushes the metadata (timestamp last).
+func changeMeta(ctx context.Context, pub oci.Publisher, repo *signing.Repo, target string, change func(*ReleaseMeta) (bool, error)) (*ReleaseMeta, bool, error) {
+	m, err := ReleaseInfo(repo, target)
+	if err != nil {
+		return nil, false, err
+	}
+	changed, err := change(m)
+	if err != nil || !changed {
+		return m, false, err
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
-		return err
+		return nil, false, err
 	}
 	if err := repo.SetTargetCustom(target, b); err != nil {
-		return err
+		return nil, false, err
 	}
-	return PushMetadata(ctx, pub, repo)
+	if err := PushMetadata(ctx, pub, repo); err != nil {
+		return nil, false, err
+	}
+	return m, true, nil
 }
 
 // PushMetadata pushes every TUF metadata file under the tag equal to its

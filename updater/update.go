@@ -34,13 +34,19 @@ func (u *Updater) runningVersion(st *state.State) (string, error) {
 }
 
 // Check refreshes the signed metadata (root, timestamp, snapshot, targets)
-// and decides which release, if any, this node should take.
+// and decides which release, if any, this node should take, by the
+// updater's clock and the node's rollout seed (see NodeSeed: a node
+// without one draws it here and saves it in the state).
 func (u *Updater) Check(trust Trust, o CheckOptions) (*CheckResult, error) {
 	st, err := u.State.Load()
 	if err != nil {
 		return nil, err
 	}
 	running, err := u.runningVersion(st)
+	if err != nil {
+		return nil, err
+	}
+	seed, seedFrom, err := u.nodeSeed(st, o.Seed)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +57,12 @@ func (u *Updater) Check(trust Trust, o CheckOptions) (*CheckResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decide(targets, running, st.Failed, o)
+	res, err := decide(targets, running, st.Failed, o, seed, u.now())
+	if err != nil {
+		return nil, err
+	}
+	res.SeedFrom = seedFrom
+	return res, nil
 }
 
 // UpdateOptions configures Update.
