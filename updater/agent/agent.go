@@ -329,7 +329,14 @@ func (a *Agent) step(ctx context.Context, p Policy, now time.Time, force bool) (
 	}
 	res, ir, err := a.Node.Update(ctx)
 	if errors.Is(err, updater.ErrNoRelease) {
-		return StepInfo{Action: ActionUpToDate, Check: res, Next: a.nextCheck(p, now), Detail: res.Reason}, nil
+		next := a.nextCheck(p, now)
+		// A release whose rollout reaches this node before the next
+		// check is taken when it does (its time is already spread by the
+		// node's seed, so no jitter on top).
+		if r := res.Rollout; r != nil && !r.Eligible && !r.At.IsZero() && r.At.After(now) && r.At.Before(next) {
+			next = r.At
+		}
+		return StepInfo{Action: ActionUpToDate, Check: res, Next: next, Detail: res.Reason}, nil
 	}
 	if err != nil {
 		return StepInfo{Check: res}, fmt.Errorf("update: %w", err)

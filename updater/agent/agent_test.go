@@ -11,6 +11,7 @@ import (
 
 	"sealift/bootloader"
 	"sealift/updater"
+	"sealift/updater/rollout"
 	"sealift/updater/schedule"
 	"sealift/updater/state"
 )
@@ -33,6 +34,7 @@ type fakeNode struct {
 	events    []state.Event
 	updateErr error
 	updates   int
+	rollout   *rollout.Eligibility // the newest release's rollout, when not yet here
 }
 
 func newFakeNode() *fakeNode { return &fakeNode{running: bootloader.SlotA, version: "1.0"} }
@@ -59,7 +61,7 @@ func (n *fakeNode) Update(context.Context) (*updater.CheckResult, *updater.Insta
 		return nil, nil, n.updateErr
 	}
 	if n.available == "" || n.available == n.version {
-		return &updater.CheckResult{Running: n.version, Reason: "up to date"}, nil, fmt.Errorf("%w: up to date", updater.ErrNoRelease)
+		return &updater.CheckResult{Running: n.version, Reason: "up to date", Rollout: n.rollout}, nil, fmt.Errorf("%w: up to date", updater.ErrNoRelease)
 	}
 	to := n.running.Other()
 	n.pending = &state.Pending{Slot: to, Version: n.available, Phase: state.PhaseTrial}
@@ -412,5 +414,21 @@ func TestRunWakesAndStops(t *testing.T) {
 	}
 	if r.reb.n != 1 {
 		t.Fatalf("%d reboots", r.reb.n)
+	}
+}
+
+// TestWakesForItsWave: a release whose rollout reaches the node before
+// the next check is checked for at that time, not an interval later.
+func TestWakesForItsWave(t *testing.T) {
+	r := newRig(t, Policy{Interval: 4 * time.Hour, Reboot: Immediate}, nil)
+	at := t0.Add(90 * time.Minute)
+	r.node.rollout = &rollout.Eligibility{At: at, Wave: 2, Waves: 5}
+	if info := r.step(t, ActionUpToDate); !info.Next.Equal(at) {
+		t.Fatalf("next %s, want the eligibility time %s", info.Next, at)
+	}
+	// Later than the next check: the usual interval.
+	r.node.rollout = &rollout.Eligibility{At: t0.Add(48 * time.Hour)}
+	if info := r.step(t, ActionUpToDate); !info.Next.Equal(t0.Add(4 * time.Hour)) {
+		t.Fatalf("next %s", info.Next)
 	}
 }

@@ -14,18 +14,19 @@ import (
 // Metrics exports what the agent knows for Prometheus, on its own
 // registry so only sealift's series are served.
 type Metrics struct {
-	reg       *prometheus.Registry
-	info      *prometheus.GaugeVec
-	step      *prometheus.GaugeVec
-	lastStep  prometheus.Gauge
-	nextStep  prometheus.Gauge
-	lastCheck prometheus.Gauge
-	checkOK   prometheus.Gauge
-	available prometheus.Gauge
-	failed    prometheus.Gauge
-	lockHeld  prometheus.Gauge
-	rollbacks prometheus.Gauge
-	mu        sync.Mutex
+	reg        *prometheus.Registry
+	info       *prometheus.GaugeVec
+	step       *prometheus.GaugeVec
+	lastStep   prometheus.Gauge
+	nextStep   prometheus.Gauge
+	lastCheck  prometheus.Gauge
+	checkOK    prometheus.Gauge
+	available  prometheus.Gauge
+	failed     prometheus.Gauge
+	lockHeld   prometheus.Gauge
+	eligibleAt prometheus.Gauge
+	rollbacks  prometheus.Gauge
+	mu         sync.Mutex
 }
 
 // NewMetrics creates the series.
@@ -50,10 +51,12 @@ func NewMetrics() *Metrics {
 			Help: "1 while this node holds the fleet's reboot lock."}),
 		// A gauge over the persisted history rather than a counter in
 		// memory: fallbacks happen across reboots, before the agent runs.
+		eligibleAt: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sealift_rollout_eligible_timestamp_seconds",
+			Help: "When this node may take the newest release under its rollout plan (0: no plan, halted, or beyond the plan)."}),
 		rollbacks: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sealift_rollbacks",
 			Help: "Fallbacks from a new slot in the node's recorded history (its newest 300 events)."}),
 	}
-	m.reg.MustRegister(m.info, m.step, m.lastStep, m.nextStep, m.lastCheck, m.checkOK, m.available, m.failed, m.lockHeld, m.rollbacks)
+	m.reg.MustRegister(m.info, m.step, m.lastStep, m.nextStep, m.lastCheck, m.checkOK, m.available, m.failed, m.lockHeld, m.eligibleAt, m.rollbacks)
 	return m
 }
 
@@ -76,6 +79,10 @@ func (m *Metrics) Observe(info StepInfo, st *updater.Status, events []state.Even
 		m.lastCheck.Set(float64(info.At.Unix()))
 		m.checkOK.Set(1)
 		m.available.Set(map[bool]float64{true: 1, false: 0}[info.Check != nil && info.Check.Take != nil])
+		m.eligibleAt.Set(0)
+		if c := info.Check; c != nil && c.Rollout != nil && !c.Rollout.At.IsZero() {
+			m.eligibleAt.Set(float64(c.Rollout.At.Unix()))
+		}
 	case ActionError:
 		m.lastCheck.Set(float64(info.At.Unix()))
 		m.checkOK.Set(0)
