@@ -218,7 +218,11 @@ func (s *Server) preReboot(ctx context.Context, p clientParams) *httpError {
 	switch {
 	case errors.Is(err, ErrFull):
 		s.event(Event{Op: "pre-reboot", Group: p.Group, ID: p.ID, Result: "denied"})
-		return &httpError{http.StatusConflict, KindSemaphoreFull, fmt.Sprintf("all %d reboot slots of group %s are held", slots, p.Group)}
+		msg := fmt.Sprintf("all %d reboot slots of group %s are held", slots, p.Group)
+		if slots == 0 {
+			msg = fmt.Sprintf("group %s has no reboot slots (closed by the server's configuration)", p.Group)
+		}
+		return &httpError{http.StatusConflict, KindSemaphoreFull, msg}
 	case err != nil:
 		s.event(Event{Op: "pre-reboot", Group: p.Group, ID: p.ID, Result: "error", Err: err})
 		return storeError(err)
