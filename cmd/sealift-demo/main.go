@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/spf13/pflag"
@@ -96,7 +97,7 @@ func run(bin, work, backend, repository string, insecure bool) error {
 	boot := func() error { return sealift("boot", "simulate", "--disk", disk, "--apply") }
 
 	step("the publisher: signing keys and metadata (TUF), and two releases built from small ext4 root images")
-	for _, v := range []string{"1.0.0", "1.1.0"} {
+	for _, v := range []string{"1.0.0", "1.1.0", "1.2.0"} {
 		if err := makeRelease(filepath.Join(work, "src"), v); err != nil {
 			return err
 		}
@@ -109,6 +110,7 @@ func run(bin, work, backend, repository string, insecure bool) error {
 			func() error { return sealift("repo", "init", tuf) },
 			func() error { return build("1.0.0") },
 			func() error { return build("1.1.0") },
+			func() error { return build("1.2.0") },
 		}},
 		{"publish 1.0.0 to the registry " + repository, []func() error{func() error { return publish("1.0.0") }}},
 		{"the node: an A/B disk and a config that trusts the repository's root", []func() error{
@@ -139,8 +141,114 @@ func run(bin, work, backend, repository string, insecure bool) error {
 			}
 		}
 	}
+	if err := agentDemo(bin, work, disk, cfg, step, sealift, publish); err != nil {
+		return err
+	}
 	fmt.Println("\ndemo complete")
 	return nil
+}
+
+// agentDemo lets the agent do the rest: 1.2.0 is staged on a Friday,
+// outside the node's Saturday reboot window; in the window the agent
+// takes the fleet's reboot lock from a FleetLock server, "reboots" (the
+// reboot command simulates the boot of the image), and gives the lock
+// back once the health check kept the new slot. Each agent decision runs
+// at a pretend time (agent --once --now) so the demo need not wait for
+// Saturday.
+func agentDemo(bin, work, disk, cfg string, step func(string), sealift func(...string) error, publish func(string) error) error {
+	step("the agent: a FleetLock server for the fleet's reboots (memory store, 127.0.0.1)")
+	lockAddr, adminAddr, err := freeAddr(), freeAddr(), error(nil)
+	fmt.Printf("$ sealift fleetlock serve --listen %s --admin-listen %s --store memory &\n", lockAddr, adminAddr)
+	srv := exec.Command(bin, "fleetlock", "serve", "--listen", lockAddr, "--admin-listen", adminAddr, "--store", "memory", "--log-level", "warn")
+	srv.Stdout, srv.Stderr = os.Stdout, os.Stderr
+	if err = srv.Start(); err != nil {
+		return err
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	if err := waitListening(lockAddr); err != nil {
+		return err
+	}
+	machineID := filepath.Join(filepath.Dir(cfg), "machine-id")
+	if err := os.WriteFile(machineID, []byte("5f3c1a4e9b2d4c7e8a1f0b6d3e9c2a71\n"), 0o644); err != nil {
+		return err
+	}
+	agentCfg := fmt.Sprintf(`
+[reboot]
+strategy = "fleetlock"
+# the demo's "reboot" simulates the boot of the image
+command = [%q, "boot", "simulate", "--apply", "--disk", %q, "--log-level", "warn"]
+[reboot.fleetlock]
+url = "http://%s"
+group = "demo"
+machine_id = "machine-id"
+[[reboot.window]]
+days = ["sat"]
+start = "02:00"
+length = "2h"
+time_zone = "UTC"
+`, bin, disk, lockAddr)
+	fmt.Printf("added to the node config:%s", agentCfg)
+	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(agentCfg); err != nil {
+		f.Close()
+		return err
+	}
+	f.Close()
+	agentAt := func(now string) func() error {
+		return func() error { return sealift("agent", "--once", "--now", now, "--disk", disk, "--config", cfg) }
+	}
+	lockStatus := func() error { return sealift("fleetlock", "status", "--server", "http://"+adminAddr) }
+	steps := []struct {
+		title string
+		do    []func() error
+	}{
+		{"publish 1.2.0; on Friday noon the agent stages it (downloads may run any time)", []func() error{
+			func() error { return publish("1.2.0") }, agentAt("2026-11-27T12:00:00Z")}},
+		{"the reboot waits for Saturday's 02:00 window", []func() error{agentAt("2026-11-27T12:05:00Z")}},
+		{"in the window the agent takes the fleet lock and reboots into 1.2.0", []func() error{
+			agentAt("2026-11-28T02:10:00Z"), lockStatus, status(sealift, disk)}},
+		{"on trial, the lock is kept until the health check decides", []func() error{agentAt("2026-11-28T02:12:00Z")}},
+		{"the health check passes (sealift health marks the slot good); the agent gives the lock back", []func() error{
+			func() error { return sealift("mark-good", "--disk", disk) }, agentAt("2026-11-28T02:15:00Z"), lockStatus}},
+		{"the node's history", []func() error{func() error { return sealift("events", "--disk", disk, "--last", "9") }}},
+	}
+	for _, s := range steps {
+		step(s.title)
+		for _, f := range s.do {
+			if err := f(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func status(sealift func(...string) error, disk string) func() error {
+	return func() error { return sealift("status", "--disk", disk) }
+}
+
+// freeAddr is a loopback address nothing listens on yet.
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:8470"
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitListening(addr string) error {
+	for range 100 {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("the FleetLock server did not start listening on %s", addr)
 }
 
 // writeNodeConfig writes the node's config.toml and ships the trusted root
