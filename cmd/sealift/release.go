@@ -77,10 +77,12 @@ func cmdReleaseBuild(g *globals, args []string) error {
 }
 
 func cmdReleasePublish(g *globals, args []string) error {
-	fs := g.flagSet("release publish", "release publish --tuf DIR --from LAYOUT --version V (--repository R | --layout DIR)", false)
+	fs := g.flagSet("release publish", "release publish --tuf DIR --from LAYOUT --version V [--plan FILE|default [--start TIME]] (--repository R | --layout DIR)", false)
 	tufDir := fs.String("tuf", "", "TUF repository directory (sealift repo init)")
 	from := fs.String("from", "", "OCI layout written by 'release build'")
 	ver := fs.String("version", "", "version (tag) of the release in --from")
+	var pf planFlags
+	pf.add(fs, "rollout plan file (docs/rollout.md), or \"default\"; without it every node may take the release at once")
 	var dest registryFlags
 	dest.add(fs, "registry repository to publish to, e.g. registry.example.com/os/node")
 	if err := g.parse(fs, args); err != nil {
@@ -88,6 +90,10 @@ func cmdReleasePublish(g *globals, args []string) error {
 	}
 	if *tufDir == "" || *from == "" || *ver == "" {
 		return usageError{"release publish needs --tuf, --from and --version"}
+	}
+	plan, err := pf.load(publisherNow())
+	if err != nil {
+		return err
 	}
 	img, err := imageFromLayout(*from, *ver)
 	if err != nil {
@@ -109,11 +115,12 @@ func cmdReleasePublish(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	target, digest, err := updater.PublishRelease(context.Background(), pub, repo, img, cfg)
+	target, digest, err := updater.PublishReleaseWith(context.Background(), pub, repo, img, cfg, updater.PublishOptions{Rollout: plan})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(g.stdout, "published %s to %s\nsigned target: %s\nmanifest:      %s\n", cfg.Version, pub, target, digest)
+	describeRollout(g.stdout, &updater.ReleaseMeta{Rollout: plan}, publisherNow())
 	return nil
 }
 
@@ -202,7 +209,7 @@ func (n *nodeFlags) open(ctx context.Context, g *globals, writable bool) (*node,
 }
 
 func (n *nodeFlags) checkOptions(c *config.Config) updater.CheckOptions {
-	return updater.CheckOptions{Variant: c.Node.Variant, Arch: c.Node.Arch, AllowDowngrade: n.allowDowngrade}
+	return updater.CheckOptions{Variant: c.Node.Variant, Arch: c.Node.Arch, AllowDowngrade: n.allowDowngrade, Seed: c.Node.Seed}
 }
 
 func cmdCheck(g *globals, args []string) error {
@@ -218,6 +225,9 @@ func cmdCheck(g *globals, args []string) error {
 		return err
 	}
 	defer nd.s.Close()
+	if err := ensureSeed(g, nd); err != nil {
+		return err
+	}
 	res, err := nd.s.up.Check(nd.trust, n.checkOptions(nd.cfg))
 	if err != nil {
 		return err
@@ -235,6 +245,7 @@ func cmdCheck(g *globals, args []string) error {
 	if res.Newest != nil {
 		fmt.Fprintf(g.stdout, "newest:   %s (%s)\n", res.Newest.Meta.Version, res.Newest.Target)
 	}
+	printRollout(g.stdout, res)
 	if res.Take != nil {
 		fmt.Fprintf(g.stdout, "update:   %s: %s\n", res.Take.Meta.Version, res.Reason)
 	} else {
