@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"sealift/internal/testutil"
 )
 
 func writeMachineID(t *testing.T, content string) string {
@@ -50,9 +48,14 @@ func TestNodeID(t *testing.T) {
 }
 
 // TestNodeIDMatchesSystemd compares NodeID with systemd's own derivation
-// on this machine.
+// on this machine. It skips without systemd or a machine id (containers
+// often have neither), even in CI: TestNodeID's vector, taken from
+// systemd-id128, always runs.
 func TestNodeIDMatchesSystemd(t *testing.T) {
-	tool := testutil.RequireTool(t, "systemd-id128")
+	tool, err := exec.LookPath("systemd-id128")
+	if err != nil {
+		t.Skip("systemd-id128 not installed")
+	}
 	if b, err := os.ReadFile(DefaultMachineIDPath); err != nil || len(strings.TrimSpace(string(b))) != 32 {
 		t.Skipf("no initialised %s here", DefaultMachineIDPath)
 	}
