@@ -87,9 +87,12 @@ func (r *Release) RootReader(ctx context.Context, f BlobFetcher) io.ReadCloser {
 	return r.RootReaderWith(ctx, f, ReadOptions{})
 }
 
-// orderedPieces is how many buffers of readBufferSize RootReader's
-// worker may fill ahead of the caller.
-const orderedPieces = 8
+// RootReader's worker may fill orderedPieces buffers of pieceSize ahead
+// of the caller.
+const (
+	orderedPieces = 8
+	pieceSize     = 256 << 10
+)
 
 // RootReaderWith is RootReader with options; o.Workers is ignored.
 func (r *Release) RootReaderWith(ctx context.Context, f BlobFetcher, o ReadOptions) io.ReadCloser {
@@ -102,7 +105,7 @@ func (r *Release) RootReaderWith(ctx context.Context, f BlobFetcher, o ReadOptio
 		done:   make(chan struct{}),
 	}
 	for range orderedPieces {
-		rr.free <- make([]byte, readBufferSize)
+		rr.free <- make([]byte, pieceSize)
 	}
 	o.Workers = 1 // one worker fills buffers in image order
 	go func() {
@@ -201,7 +204,7 @@ func (rr *rootReader) Close() error {
 // returns a *ChunkError wrapping ErrDigestMismatch for the first bad one,
 // nil when every chunk matches.
 func (r *Release) CheckWritten(ctx context.Context, dst io.ReaderAt) error {
-	buf := make([]byte, readBufferSize)
+	buf := make([]byte, pieceSize)
 	h := sha256.New()
 	for i := range r.Chunks {
 		c := &r.Chunks[i]

@@ -1,7 +1,6 @@
 package release
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -42,10 +41,6 @@ type ReadOptions struct {
 // maxWorkers bounds StreamRoot's parallelism, and with it memory: each
 // worker holds a decoder (a window of at most MaxWindow) and a read buffer.
 const maxWorkers = 4
-
-// readBufferSize is each worker's buffer between the network and the
-// decoder, which reads block headers a few bytes at a time.
-const readBufferSize = 256 << 10
 
 // StreamRoot downloads, checks and decompresses the root image. Several
 // workers each take the next chunk, fetch its blob, and decode it into
@@ -109,7 +104,6 @@ func (r *Release) StreamRoot(ctx context.Context, f BlobFetcher, o ReadOptions,
 type chunkWorker struct {
 	o     ReadOptions
 	dec   *zstd.Decoder
-	br    *bufio.Reader
 	blob  blobInput
 	plain hash.Hash // nil with SkipUncompressedDigest
 }
@@ -130,7 +124,9 @@ func newChunkWorker(o ReadOptions) (*chunkWorker, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &chunkWorker{o: o, dec: dec, br: bufio.NewReaderSize(nil, readBufferSize)}
+	// The decoder reads the blob directly: block payloads go from the
+	// network into its buffers with no copy in between.
+	w := &chunkWorker{o: o, dec: dec}
 	if !o.SkipCompressedDigest {
 		w.blob.hash = sha256.New()
 	}
@@ -199,8 +195,7 @@ func (w *chunkWorker) stream(ctx context.Context, f BlobFetcher, c *Chunk,
 	if w.plain != nil {
 		w.plain.Reset()
 	}
-	w.br.Reset(&w.blob)
-	if err := w.dec.Reset(w.br); err != nil {
+	if err := w.dec.Reset(&w.blob); err != nil {
 		return w.verdict(ctx, fmt.Errorf("%w: %w", ErrCorrupt, err))
 	}
 	var done int64
@@ -250,7 +245,7 @@ func (w *chunkWorker) stream(ctx context.Context, f BlobFetcher, c *Chunk,
 // then decodeErr, the decoder's complaint (nil when it had none). A
 // tampered blob is thus reported as tampered, not as corrupt.
 func (w *chunkWorker) verdict(ctx context.Context, decodeErr error) error {
-	_, _ = io.Copy(io.Discard, w.br) // drains the blob, bounded by blobInput
+	_, _ = io.Copy(io.Discard, &w.blob) // drains the blob, bounded by blobInput
 	b := &w.blob
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
