@@ -205,7 +205,15 @@ func (n *nodeFlags) open(ctx context.Context, g *globals, writable bool) (*node,
 		s.Close()
 		return nil, err
 	}
-	return &node{cfg: c, s: s, src: src, trust: trust}, nil
+	nd := &node{cfg: c, s: s, src: src, trust: trust}
+	if !writable {
+		// A read-only session cannot save a newly drawn rollout seed.
+		if err := ensureSeed(g, nd); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return nd, nil
 }
 
 func (n *nodeFlags) checkOptions(c *config.Config) updater.CheckOptions {
@@ -225,9 +233,6 @@ func cmdCheck(g *globals, args []string) error {
 		return err
 	}
 	defer nd.s.Close()
-	if err := ensureSeed(g, nd); err != nil {
-		return err
-	}
 	res, err := nd.s.up.Check(nd.trust, n.checkOptions(nd.cfg))
 	if err != nil {
 		return err

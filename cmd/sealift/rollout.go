@@ -301,9 +301,10 @@ func cmdRolloutSimulate(g *globals, args []string) error {
 	return nil
 }
 
-// ensureSeed draws this node's rollout seed before a read-only check
-// when it has none yet: the seed is kept on the disk's ESP, so drawing
-// it takes a short writable session (and the disk lock), once per node.
+// ensureSeed draws this node's rollout seed for a read-only node session
+// (check, the agent's checks) when it has none yet: the seed is kept on
+// the disk's ESP, so drawing it takes a short writable session (and the
+// disk lock), once per node.
 func ensureSeed(g *globals, nd *node) error {
 	if nd.cfg.Node.Seed != nil {
 		return nil
