@@ -59,6 +59,9 @@ func (p *planFlags) load(now time.Time) (*rollout.Plan, error) {
 			return nil, fmt.Errorf("%w: %w", updater.ErrBadInput, err)
 		}
 	}
+	// Halts are made with halt and resume, never by a plan file (a
+	// JSON one saved from 'show --json' may carry halted_at).
+	plan.HaltedAt = time.Time{}
 	if p.start != "" {
 		t, err := time.Parse(time.RFC3339, p.start)
 		if err != nil {
