@@ -167,7 +167,7 @@ func Build(o BuildOptions) (v1.Image, *Config, error) {
 	}
 	for _, c := range chunks {
 		m.Layers = append(m.Layers, Descriptor{
-			MediaType: MediaTypeRootChunk,
+			MediaType: c.mediaType(),
 			Digest:    c.digest.String(),
 			Size:      c.csize,
 			Annotations: map[string]string{
@@ -238,18 +238,39 @@ type chunkLayer struct {
 	digest    v1.Hash // of the compressed bytes
 	csize     int64
 	rawDigest string // of the uncompressed bytes
+	stored    bool   // zstd could not shrink it: the blob is the raw bytes
+}
+
+// StoredMinSaving: a chunk is compressed only if zstd saves at least this
+// share of it (1/32, 1 MiB of a 32 MiB chunk); less is not worth a
+// decoder's CPU on every node.
+const StoredMinSaving = 32
+
+func (c *chunkLayer) mediaType() string {
+	if c.stored {
+		return MediaTypeRootChunkStored
+	}
+	return MediaTypeRootChunk
 }
 
 func (c *chunkLayer) Digest() (v1.Hash, error)            { return c.digest, nil }
 func (c *chunkLayer) Size() (int64, error)                { return c.csize, nil }
-func (c *chunkLayer) MediaType() (types.MediaType, error) { return MediaTypeRootChunk, nil }
+func (c *chunkLayer) MediaType() (types.MediaType, error) { return types.MediaType(c.mediaType()), nil }
 
-// Compressed recompresses the chunk from the file into a pipe; the reader
-// fails instead of ending if the bytes do not match the digest Build saw.
+// Compressed recompresses the chunk from the file into a pipe (or, for a
+// stored chunk, reads it); the reader fails instead of ending if the bytes
+// do not match the digest Build saw.
 func (c *chunkLayer) Compressed() (io.ReadCloser, error) {
 	f, err := os.Open(c.path)
 	if err != nil {
 		return nil, fmt.Errorf("release: reopen root image: %w", err)
+	}
+	what := fmt.Sprintf("chunk at offset %d of %s", c.off, c.path)
+	if c.stored {
+		return newCheckedReader(struct {
+			io.Reader
+			io.Closer
+		}{io.NewSectionReader(f, c.off, c.size), f}, c.digest, c.csize, what), nil
 	}
 	enc, err := newEncoder(c.level)
 	if err != nil {
@@ -262,7 +283,7 @@ func (c *chunkLayer) Compressed() (io.ReadCloser, error) {
 		f.Close()
 		pw.CloseWithError(err)
 	}()
-	return newCheckedReader(pr, c.digest, c.csize, fmt.Sprintf("chunk at offset %d of %s", c.off, c.path)), nil
+	return newCheckedReader(pr, c.digest, c.csize, what), nil
 }
 
 // compressChunks compresses every chunk once, workers at a time, and
@@ -308,6 +329,10 @@ func compressChunks(f *os.File, path string, size, chunkSize int64, level, worke
 				c.digest = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(zh.Sum(nil))}
 				c.csize = cw.n
 				c.rawDigest = "sha256:" + hex.EncodeToString(rh.Sum(nil))
+				if c.csize > c.size-c.size/StoredMinSaving {
+					c.stored, c.csize = true, c.size
+					c.digest, _ = v1.NewHash(c.rawDigest)
+				}
 			}
 		})
 	}

@@ -20,6 +20,12 @@ const (
 	ArtifactType       = "application/vnd.sealift.release.v1"
 	MediaTypeConfig    = "application/vnd.sealift.release.config.v1+json"
 	MediaTypeRootChunk = "application/vnd.sealift.root.chunk.v1+zstd"
+	// MediaTypeRootChunkStored is a chunk stored as is: Build stores a
+	// chunk that zstd cannot shrink by StoredMinSaving, so a node copies
+	// it from the network into the slot instead of running it through a
+	// decoder that would only copy it twice (random data, compressed
+	// filesystems and firmware inside the image).
+	MediaTypeRootChunkStored = "application/vnd.sealift.root.chunk.v1"
 	MediaTypeKernel    = "application/vnd.sealift.kernel.v1"
 	MediaTypeInitrd    = "application/vnd.sealift.initrd.v1"
 

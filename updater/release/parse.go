@@ -40,6 +40,8 @@ type Chunk struct {
 	Size   int64  // uncompressed bytes
 	Digest string // sha256:<hex> of the uncompressed bytes
 	Blob   Descriptor
+	// Stored: the blob is the uncompressed bytes themselves.
+	Stored bool
 }
 
 // Release is a parsed, validated release manifest and config.
@@ -154,7 +156,7 @@ func Parse(manifestBytes, configBlob []byte) (*Release, error) {
 			return nil, err
 		}
 		switch l.MediaType {
-		case MediaTypeRootChunk:
+		case MediaTypeRootChunk, MediaTypeRootChunkStored:
 			c, err := parseChunk(l, field, len(r.Chunks), next, cfg.Root)
 			if err != nil {
 				return nil, err
@@ -220,6 +222,14 @@ func parseChunk(l Descriptor, field string, index int, next int64, root RootConf
 	}
 	if l.Size > maxCompressedSize(c.Size) {
 		return c, invalid("manifest %s.size %d is too large for a %d-byte chunk", field, l.Size, c.Size)
+	}
+	if l.MediaType == MediaTypeRootChunkStored {
+		// Stored bytes are the chunk: one size and one digest, twice.
+		c.Stored = true
+		if l.Size != c.Size || l.Digest != c.Digest {
+			return c, invalid("manifest %s: a stored chunk's size and digest (%d, %s) must be its annotated size and digest (%d, %s)",
+				field, l.Size, l.Digest, c.Size, c.Digest)
+		}
 	}
 	return c, nil
 }

@@ -209,6 +209,9 @@ func TestParseRejects(t *testing.T) {
 			m["mediaType"] = "application/vnd.docker.distribution.manifest.v2+json"
 		}), "mediaType"},
 		{"schema version 1", man(func(m map[string]any) { m["schemaVersion"] = 1 }), "schemaVersion"},
+		{"stored chunk whose blob is not its bytes", man(func(m map[string]any) {
+			layer(m, 0)["mediaType"] = release.MediaTypeRootChunkStored // a zstd blob labelled stored
+		}), "stored chunk"},
 		{"wrong config type", man(func(m map[string]any) {
 			m["config"].(map[string]any)["mediaType"] = "application/vnd.oci.image.config.v1+json"
 		}), "config.mediaType"},
@@ -367,13 +370,17 @@ func TestSkipUncompressedDigest(t *testing.T) {
 func TestSkipCompressedDigest(t *testing.T) {
 	const chunk = 64 << 10
 	f := newFixture(t, 3*chunk, chunk, false)
-	// Random bytes, which zstd stores raw: a flipped byte in a blob's
-	// payload then decompresses to other bytes instead of failing.
-	crand.Read(f.image)
-	f.opts.RootImage = writeFile(t, f.dir, "random.img", f.image)
+	// Chunks 0 and 1 random, which Build stores as they are: a flipped
+	// byte then streams through as another byte. Chunk 2 compressible,
+	// so it is zstd and a broken frame header does not decode.
+	crand.Read(f.image[:2*chunk])
+	f.opts.RootImage = writeFile(t, f.dir, "mixed.img", f.image)
 	f.build(t)
 	good := blobsOf(t, f.img)
 	rel, _ := release.Parse(f.manifest, f.config)
+	if !rel.Chunks[0].Stored || !rel.Chunks[1].Stored || rel.Chunks[2].Stored {
+		t.Fatalf("chunk kinds: %+v", rel.Chunks)
+	}
 	with := func(i int, edit func([]byte) []byte) *memFetcher {
 		blobs := map[string][]byte{}
 		for k, v := range good {
@@ -390,10 +397,16 @@ func TestSkipCompressedDigest(t *testing.T) {
 		badChunk  int   // chunk CheckWritten names; -1: none
 	}{
 		{"untouched", &memFetcher{blobs: good}, nil, -1},
-		{"tampered blob that decompresses", with(2, func(b []byte) []byte { b[len(b)-10] ^= 1; return b }), nil, 2},
-		{"tampered frame header", with(1, func(b []byte) []byte { b[4] ^= 0xff; return b }), release.ErrCorrupt, -1},
+		{"tampered stored blob", with(1, func(b []byte) []byte { b[len(b)-10] ^= 1; return b }), nil, 1},
+		{"tampered frame header", with(2, func(b []byte) []byte { b[4] ^= 0xff; return b }), release.ErrCorrupt, -1},
+		{"stored blob cut short", with(1, func(b []byte) []byte { return b[:len(b)-4096] }), release.ErrSizeMismatch, -1},
 		{"blob longer than signed", with(0, func(b []byte) []byte { return append(b, 0) }), release.ErrSizeMismatch, -1},
 		{"blob shorter than signed", with(0, func(b []byte) []byte { return b[:len(b)-1] }), release.ErrSizeMismatch, -1},
+	}
+	// With every check on, a tampered stored blob fails its digest.
+	tampered := with(1, func(b []byte) []byte { b[7] ^= 1; return b })
+	if _, err := readAll(t, rel.RootReader(context.Background(), tampered)); !errors.Is(err, release.ErrDigestMismatch) {
+		t.Fatalf("tampered stored chunk with all checks: %v", err)
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
