@@ -26,8 +26,8 @@ const (
 	// decoder that would only copy it twice (random data, compressed
 	// filesystems and firmware inside the image).
 	MediaTypeRootChunkStored = "application/vnd.sealift.root.chunk.v1"
-	MediaTypeKernel    = "application/vnd.sealift.kernel.v1"
-	MediaTypeInitrd    = "application/vnd.sealift.initrd.v1"
+	MediaTypeKernel          = "application/vnd.sealift.kernel.v1"
+	MediaTypeInitrd          = "application/vnd.sealift.initrd.v1"
 
 	AnnotationChunkOffset = "org.sealift.chunk.offset"
 	AnnotationChunkSize   = "org.sealift.chunk.size"
