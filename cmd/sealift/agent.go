@@ -37,6 +37,17 @@ type cliNode struct {
 
 	mu  sync.Mutex
 	cfg *config.Config // replaced on reload
+	// now, when set, is the agent's pretend clock (--now): the updater
+	// judges waves and stamps events with it too.
+	now func() time.Time
+}
+
+// up readies an opened updater.
+func (n *cliNode) up(u *updater.Updater) *updater.Updater {
+	if n.now != nil {
+		u.Now = n.now
+	}
+	return u
 }
 
 func (n *cliNode) config() *config.Config {
@@ -51,7 +62,7 @@ func (n *cliNode) Status(context.Context) (*updater.Status, error) {
 		return nil, err
 	}
 	defer s.Close()
-	return s.up.Status()
+	return n.up(s.up).Status()
 }
 
 func (n *cliNode) Check(ctx context.Context) (*updater.CheckResult, error) {
@@ -60,7 +71,7 @@ func (n *cliNode) Check(ctx context.Context) (*updater.CheckResult, error) {
 		return nil, err
 	}
 	defer nd.s.Close()
-	return nd.s.up.Check(nd.trust, n.nf.checkOptions(nd.cfg))
+	return n.up(nd.s.up).Check(nd.trust, n.nf.checkOptions(nd.cfg))
 }
 
 func (n *cliNode) Update(ctx context.Context) (*updater.CheckResult, *updater.InstallResult, error) {
@@ -69,7 +80,7 @@ func (n *cliNode) Update(ctx context.Context) (*updater.CheckResult, *updater.In
 		return nil, nil, err
 	}
 	defer nd.s.Close()
-	return nd.s.up.Update(ctx, nd.trust, nd.src, updater.UpdateOptions{
+	return n.up(nd.s.up).Update(ctx, nd.trust, nd.src, updater.UpdateOptions{
 		CheckOptions: n.nf.checkOptions(nd.cfg),
 		Tries:        nd.cfg.Update.Tries,
 	})
@@ -82,7 +93,7 @@ func (n *cliNode) withDisk(fn func(u *updater.Updater) error) error {
 		return err
 	}
 	defer s.Close()
-	return fn(s.up)
+	return fn(n.up(s.up))
 }
 
 func (n *cliNode) Record(e state.Event) error {
@@ -189,6 +200,7 @@ func cmdAgent(g *globals, args []string) error {
 			return usageError{fmt.Sprintf("--now %q: want an RFC 3339 time, with --once", *nowFlag)}
 		}
 		clock = fixedClock(t)
+		node.now = clock.Now
 	}
 	a, err := agent.New(policy, node, commandRebooter{node}, locker, clock)
 	if err != nil {
