@@ -1,13 +1,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"sealift/updater/fleetlock"
 )
 
 // agentNode is a node whose config has the agent's sections: reboots
@@ -130,5 +134,62 @@ func TestCLIThroughAgent(t *testing.T) {
 	}
 	if st := status(t, disk); st.Pending != nil {
 		t.Fatalf("pending after cancel: %+v", st.Pending)
+	}
+}
+
+// TestCLITwoAgentsOneFleetLockSlot: two nodes with staged updates share a
+// FleetLock group of one slot on a real server (memory store): the second
+// waits while the first reboots and is on trial, and reboots only after
+// the first was judged and gave the lock back.
+func TestCLITwoAgentsOneFleetLockSlot(t *testing.T) {
+	srv, err := fleetlock.NewServer(fleetlock.Config{Store: fleetlock.NewMemory(), Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	type node struct{ disk, cfg, mark string }
+	var nodes []node
+	for i, id := range []string{"0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"} {
+		mid := filepath.Join(t.TempDir(), "machine-id")
+		os.WriteFile(mid, []byte(id+"\n"), 0o644)
+		p, disk, cfg, mark := agentNode(t, "")
+		// Replace the window strategy by the fleet lock (windows kept: both apply).
+		b, _ := os.ReadFile(cfg)
+		c := strings.Replace(string(b), `strategy = "window"`, `strategy = "fleetlock"`, 1) +
+			fmt.Sprintf("[reboot.fleetlock]\nurl = %q\ngroup = \"workers\"\nmachine_id = %q\n", hs.URL, mid)
+		os.WriteFile(cfg, []byte(c), 0o644)
+		p.release("1.0.0", int64(i+1))
+		nodes = append(nodes, node{disk, cfg, mark})
+	}
+	step := func(n node, now, want string) {
+		t.Helper()
+		out := mustCLI(t, "agent", "--once", "--now", now, "--disk", n.disk, "--config", n.cfg, "--log-level", "error")
+		if !strings.HasPrefix(out, want+":") {
+			t.Fatalf("%s at %s: %s, want %s", n.disk, now, out, want)
+		}
+	}
+	rebooted := func(n node) bool { _, err := os.Stat(n.mark); return err == nil }
+	const fri, sat = "2026-11-27T12:00:00Z", "2026-11-28T02:30:00Z"
+	for _, n := range nodes {
+		step(n, fri, "staged")
+	}
+	step(nodes[0], sat, "rebooting")
+	step(nodes[1], sat, "wait-lock")
+	if !rebooted(nodes[0]) || rebooted(nodes[1]) {
+		t.Fatal("both nodes rebooted, or the first did not")
+	}
+	mustCLI(t, "boot", "simulate", "--disk", nodes[0].disk, "--apply")
+	step(nodes[0], sat, "trial")
+	step(nodes[1], sat, "wait-lock")
+	mustCLI(t, "mark-good", "--disk", nodes[0].disk)
+	step(nodes[0], sat, "lock-released")
+	step(nodes[1], sat, "rebooting")
+	if !rebooted(nodes[1]) {
+		t.Fatal("the second node did not reboot once the lock was free")
+	}
+	st, err := srv.Status(context.Background(), "workers")
+	if err != nil || len(st.Groups) != 1 || len(st.Groups[0].Holders) != 1 {
+		t.Fatalf("holders %+v, %v", st, err)
 	}
 }
