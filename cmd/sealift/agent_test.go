@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"sealift/updater/config"
 	"sealift/updater/fleetlock"
 )
 
@@ -191,5 +192,32 @@ func TestCLITwoAgentsOneFleetLockSlot(t *testing.T) {
 	st, err := srv.Status(context.Background(), "workers")
 	if err != nil || len(st.Groups) != 1 || len(st.Groups[0].Holders) != 1 {
 		t.Fatalf("holders %+v, %v", st, err)
+	}
+}
+
+func TestRebootPlan(t *testing.T) {
+	win := []config.WindowConfig{{Days: []string{"sat"}, Start: "02:00", Length: "2h", TimeZone: "Europe/Berlin"}}
+	fri := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	sat := time.Date(2026, 11, 28, 1, 30, 0, 0, time.UTC) // 02:30 in Berlin
+	tests := []struct {
+		strategy string
+		windows  []config.WindowConfig
+		now      time.Time
+		want     string
+	}{
+		{"immediate", nil, fri, "as soon as an update is staged"},
+		{"manual", nil, fri, "an operator reboots"},
+		{"window", win, fri, "in the next maintenance window, 2026-11-28T02:00:00+01:00 (in 13h0m0s)"},
+		{"window", win, sat, "now, inside a maintenance window"},
+		{"fleetlock", nil, fri, "once the fleet lock of group workers at http://127.0.0.1:8470 is granted"},
+		{"fleetlock", win, fri, "in the next maintenance window, 2026-11-28T02:00:00+01:00 (in 13h0m0s), once the fleet lock"},
+	}
+	for _, tc := range tests {
+		c := config.Defaults()
+		c.Reboot.Strategy, c.Reboot.Windows = tc.strategy, tc.windows
+		c.Reboot.FleetLock.URL, c.Reboot.FleetLock.Group = "http://127.0.0.1:8470", "workers"
+		if got := rebootPlan(&c, tc.now); !strings.Contains(got, tc.want) {
+			t.Errorf("%s at %s: %q, want %q", tc.strategy, tc.now, got, tc.want)
+		}
 	}
 }

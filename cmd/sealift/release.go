@@ -256,7 +256,36 @@ func cmdCheck(g *globals, args []string) error {
 	} else {
 		fmt.Fprintf(g.stdout, "update:   none: %s\n", res.Reason)
 	}
+	fmt.Fprintf(g.stdout, "reboot:   %s\n", rebootPlan(nd.cfg, time.Now()))
 	return nil
+}
+
+// rebootPlan says when the agent would reboot into a staged update, and why.
+func rebootPlan(c *config.Config, now time.Time) string {
+	r := c.Reboot
+	window := func() string {
+		ws := c.RebootWindows()
+		if ws.Open(now) {
+			return "now, inside a maintenance window"
+		}
+		start, _ := ws.Next(now)
+		return fmt.Sprintf("in the next maintenance window, %s (in %s)", start.Format(time.RFC3339), start.Sub(now).Round(time.Minute))
+	}
+	switch r.Strategy {
+	case "immediate":
+		return "as soon as an update is staged (reboot.strategy immediate)"
+	case "manual":
+		return "never by sealift: an operator reboots (reboot.strategy manual)"
+	case "window":
+		return window() + " (reboot.strategy window)"
+	case "fleetlock":
+		lock := fmt.Sprintf("once the fleet lock of group %s at %s is granted", r.FleetLock.Group, r.FleetLock.URL)
+		if len(r.Windows) == 0 {
+			return lock + " (reboot.strategy fleetlock)"
+		}
+		return window() + ", " + lock + " (reboot.strategy fleetlock)"
+	}
+	return "unknown reboot strategy " + r.Strategy
 }
 
 func cmdUpdate(g *globals, args []string) error {

@@ -432,3 +432,44 @@ func TestWakesForItsWave(t *testing.T) {
 		t.Fatalf("next %s", info.Next)
 	}
 }
+
+// TestRebootWindowAcrossDST: the agent waits for windows whose start falls
+// on a DST change: a start that occurs twice (New York, fall back) is the
+// first one; a start inside the spring-forward gap (Berlin) moves forward
+// by the gap.
+func TestRebootWindowAcrossDST(t *testing.T) {
+	tests := []struct {
+		name, day, start, zone string
+		staged                 time.Time
+		wantStart              time.Time
+	}{
+		{"new york fall back", "sun", "01:30", "America/New_York",
+			time.Date(2026, 10, 31, 12, 0, 0, 0, time.UTC), time.Date(2026, 11, 1, 5, 30, 0, 0, time.UTC)},
+		{"berlin spring forward", "sun", "02:30", "Europe/Berlin",
+			time.Date(2026, 3, 28, 12, 0, 0, 0, time.UTC), time.Date(2026, 3, 29, 1, 30, 0, 0, time.UTC)},
+		{"window across the week's end", "sun", "23:00", "UTC",
+			time.Date(2026, 11, 23, 1, 30, 0, 0, time.UTC), time.Date(2026, 11, 29, 23, 0, 0, 0, time.UTC)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, Policy{Interval: time.Hour, Reboot: Window, RebootWindows: window(t, []string{tc.day}, tc.start, "2h", tc.zone)}, nil)
+			r.clock.t = tc.staged
+			r.node.available = "1.1"
+			r.step(t, ActionStaged)
+			info := r.step(t, ActionWaitWindow)
+			if !info.Next.Equal(tc.wantStart) {
+				t.Fatalf("waits until %s, want %s", info.Next.UTC(), tc.wantStart)
+			}
+			r.clock.t = tc.wantStart.Add(-time.Minute)
+			r.step(t, ActionWaitWindow)
+			r.clock.t = tc.wantStart.Add(119 * time.Minute) // the length is elapsed time; Monday for the last case
+			r.step(t, ActionRebooting)
+		})
+	}
+	// Inside a window that began on Sunday and runs into Monday.
+	r := newRig(t, Policy{Interval: time.Hour, Reboot: Window, RebootWindows: window(t, []string{"sun"}, "23:00", "2h", "UTC")}, nil)
+	r.clock.t = time.Date(2026, 11, 23, 0, 30, 0, 0, time.UTC) // Monday
+	r.node.available = "1.1"
+	r.step(t, ActionStaged)
+	r.step(t, ActionRebooting)
+}
