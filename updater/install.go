@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"sealift/bootloader"
+	"sealift/bootloader/grubenv"
+	"sealift/bootloader/sdboot"
+	"sealift/internal/kernelimage"
 	"sealift/partitions/verity"
 	"sealift/updater/state"
 )
@@ -35,6 +38,9 @@ type InstallRequest struct {
 	// recorded for status; empty for a local install.
 	ManifestDigest string
 	Boot           bootloader.BootFiles // Version is filled in from Version
+	// KernelName names the kernel in errors, e.g. "kernel /boot/vmlinuz".
+	// Empty means "the kernel of VERSION".
+	KernelName string
 	// Tries is how many boots the new slot gets; 0 means the default.
 	Tries int
 	// Salt for the verity tree; nil draws a random one.
@@ -67,8 +73,23 @@ type PhaseTiming struct {
 	Duration time.Duration
 }
 
+// kernelLoader is what starts kernels on a disk with this boot backend:
+// GRUB's linux command for grubenv, the firmware's LoadImage for
+// systemd-boot; gptprio's bootloaders (ChromeOS firmware, Flatcar's GRUB)
+// vary, so any recognised kernel passes.
+func kernelLoader(backend string) kernelimage.Loader {
+	switch backend {
+	case grubenv.Name:
+		return kernelimage.GRUB
+	case sdboot.Name:
+		return kernelimage.SystemdBoot
+	}
+	return kernelimage.AnyLoader
+}
+
 // validate checks everything that can be checked before the disk changes.
-func (r *InstallRequest) validate(slotSize int64) (verity.Params, error) {
+// loader is what will start the kernel (kernelLoader).
+func (r *InstallRequest) validate(slotSize int64, loader kernelimage.Loader) (verity.Params, error) {
 	var p verity.Params
 	if r.Version == "" || strings.ContainsAny(r.Version, " \t\n\r") {
 		return p, fmt.Errorf("%w: version %q must be non-empty without spaces", ErrBadInput, r.Version)
@@ -87,6 +108,15 @@ func (r *InstallRequest) validate(slotSize int64) (verity.Params, error) {
 	}
 	if len(r.Boot.Kernel) == 0 {
 		return p, fmt.Errorf("%w: kernel is empty", ErrBadInput)
+	}
+	// A file the bootloader cannot load would not fall back by itself
+	// everywhere (docs/boot-health.md): refuse it here.
+	if _, err := kernelimage.Check(r.Boot.Kernel, loader); err != nil {
+		name := r.KernelName
+		if name == "" {
+			name = "the kernel of " + r.Version
+		}
+		return p, fmt.Errorf("%w: %s: %v", ErrBadInput, name, err)
 	}
 	if strings.ContainsAny(r.Boot.Cmdline, "\n\r") {
 		return p, fmt.Errorf("%w: kernel command line must be one line", ErrBadInput)
@@ -151,7 +181,7 @@ func (u *Updater) Install(ctx context.Context, req InstallRequest) (*InstallResu
 		return nil, fmt.Errorf("open slot %s: %w", tgt, err)
 	}
 	defer dev.Close()
-	params, err := req.validate(dev.Size())
+	params, err := req.validate(dev.Size(), kernelLoader(u.Boot.Name()))
 	if err != nil {
 		return nil, err
 	}

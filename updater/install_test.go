@@ -14,6 +14,7 @@ import (
 	"sealift/bootloader/gptprio"
 	"sealift/bootloader/grubenv"
 	"sealift/bootloader/sdboot"
+	"sealift/internal/kernelimage"
 	"sealift/updater/state"
 )
 
@@ -76,7 +77,7 @@ func image(seed int64, size int) []byte {
 func req(img []byte, version string) InstallRequest {
 	return InstallRequest{
 		Image: bytes.NewReader(img), ImageSize: int64(len(img)), Version: version,
-		Boot: bootloader.BootFiles{Kernel: []byte("kernel-" + version), Initrd: []byte("initrd"), Cmdline: "console=ttyS0"},
+		Boot: bootloader.BootFiles{Kernel: kernelimage.Synthetic([]byte("kernel-" + version)), Initrd: []byte("initrd"), Cmdline: "console=ttyS0"},
 	}
 }
 
@@ -229,6 +230,9 @@ func TestInstallBadInputChangesNothing(t *testing.T) {
 		}, "the slot holds"},
 		{"not multiple of 4096", func(r *InstallRequest) { r.Image, r.ImageSize = bytes.NewReader(good[:5000]), 5000 }, "not a multiple of 4096"},
 		{"empty kernel", func(r *InstallRequest) { r.Boot.Kernel = nil }, "kernel is empty"},
+		{"not a kernel", func(r *InstallRequest) { r.Boot.Kernel = []byte("kernel") }, `the kernel of v2: not a kernel image: 6 bytes starting with 6b 65 72 6e 65 6c; want an x86 bzImage`},
+		{"kernel named", func(r *InstallRequest) { r.Boot.Kernel, r.KernelName = make([]byte, 4096), "/boot/vmlinuz" }, "/boot/vmlinuz: not a kernel image"},
+		{"kernel truncated", func(r *InstallRequest) { k := kernelimage.Synthetic(make([]byte, 4096)); r.Boot.Kernel = k[:2048] }, "truncated"},
 		{"bad version", func(r *InstallRequest) { r.Version = "v 2" }, "version"},
 		{"tries out of range", func(r *InstallRequest) { r.Tries = 16 }, "tries"},
 		{"multi-line cmdline", func(r *InstallRequest) { r.Boot.Cmdline = "a\nb" }, "one line"},

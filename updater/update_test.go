@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"sealift/bootloader"
+	"sealift/internal/kernelimage"
 	"sealift/signing"
 	"sealift/updater/oci"
 	"sealift/updater/release"
@@ -69,7 +70,11 @@ func (c *channel) build(version, variant, arch string) (*release.Config, func() 
 	dir := c.t.TempDir()
 	img := image(int64(len(version))*7919+int64(version[len(version)-1]), 40*4096)
 	c.images[version] = img
-	files := map[string][]byte{"root.img": img, "vmlinuz": []byte("kernel " + version), "initrd.img": []byte("initrd " + version)}
+	kernel := kernelimage.Synthetic([]byte("kernel " + version))
+	if arch == "aarch64" {
+		kernel = kernelimage.SyntheticARM64([]byte("kernel " + version))
+	}
+	files := map[string][]byte{"root.img": img, "vmlinuz": kernel, "initrd.img": []byte("initrd " + version)}
 	for n, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, n), b, 0o644); err != nil {
 			c.t.Fatal(err)

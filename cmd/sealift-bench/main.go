@@ -29,6 +29,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"sealift/bootloader"
+	"sealift/internal/kernelimage"
 	"sealift/partitions"
 	"sealift/partitions/verity"
 )
@@ -120,7 +121,7 @@ func run(bin, work, sizeStr string, runs int) error {
 		return err
 	}
 	kernel := filepath.Join(work, "vmlinuz")
-	if err := os.WriteFile(kernel, []byte("bench kernel"), 0o644); err != nil {
+	if err := os.WriteFile(kernel, kernelimage.Synthetic([]byte("bench kernel")), 0o644); err != nil {
 		return err
 	}
 	// Allocate both slots' blocks first so neither side pays for it.
@@ -400,7 +401,7 @@ func benchUpdate(bin, work, data string, size int64, runs int) (upd, dds []resul
 	tuf := filepath.Join(work, "tuf")
 	layoutDir := filepath.Join(work, "releases")
 	kernel := filepath.Join(work, "vmlinuz")
-	if err := os.WriteFile(kernel, []byte("bench kernel"), 0o644); err != nil {
+	if err := os.WriteFile(kernel, kernelimage.Synthetic([]byte("bench kernel")), 0o644); err != nil {
 		return nil, nil, err
 	}
 	if _, err := timed(bin, "repo", "init", tuf); err != nil {

@@ -20,6 +20,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/spf13/pflag"
+
+	"sealift/internal/kernelimage"
 )
 
 func main() {
@@ -287,7 +289,9 @@ arch = "x86_64"
 
 // makeRelease builds WORK/V/{root.img,vmlinuz,initrd.img}. The root image
 // is a real ext4 filesystem; kernel and initrd are placeholders, since the
-// demo simulates the boot (the qemu tests boot real ones).
+// demo simulates the boot (the qemu tests boot real ones). The kernel has
+// the headers of a real one (kernelimage.Synthetic), because sealift
+// refuses a kernel file no bootloader would start.
 func makeRelease(work, v string) error {
 	d := filepath.Join(work, v)
 	tree := filepath.Join(d, "tree")
@@ -304,8 +308,12 @@ func makeRelease(work, v string) error {
 	if err != nil {
 		return fmt.Errorf("mke2fs (install e2fsprogs): %v: %s", err, out)
 	}
-	for name, content := range map[string]string{"vmlinuz": "demo kernel " + v, "initrd.img": "demo initrd " + v} {
-		if err := os.WriteFile(filepath.Join(d, name), []byte(content), 0o644); err != nil {
+	files := map[string][]byte{
+		"vmlinuz":    kernelimage.Synthetic([]byte("demo kernel " + v)),
+		"initrd.img": []byte("demo initrd " + v),
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(d, name), content, 0o644); err != nil {
 			return err
 		}
 	}

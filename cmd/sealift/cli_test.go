@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"sealift/internal/kernelimage"
 	"sealift/partitions"
 	"sealift/updater"
 )
@@ -37,7 +38,7 @@ func makeRelease(t *testing.T, dir string, seed int64, size int) localRelease {
 	img := make([]byte, size)
 	rand.New(rand.NewSource(seed)).Read(img)
 	r := localRelease{filepath.Join(dir, "root.img"), filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd.img")}
-	for p, b := range map[string][]byte{r.image: img, r.kernel: []byte("kernel"), r.initrd: []byte("initrd")} {
+	for p, b := range map[string][]byte{r.image: img, r.kernel: kernelimage.Synthetic([]byte("kernel")), r.initrd: []byte("initrd")} {
 		if err := os.WriteFile(p, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -119,6 +120,8 @@ func TestCLIBadInput(t *testing.T) {
 	f, _ := os.Create(big)
 	f.Truncate(64 << 20)
 	f.Close()
+	junk := filepath.Join(dir, "junk")
+	os.WriteFile(junk, []byte("kernel"), 0o644)
 	plain := filepath.Join(dir, "plain.img")
 	f, _ = os.Create(plain)
 	f.Truncate(64 << 20)
@@ -134,6 +137,10 @@ func TestCLIBadInput(t *testing.T) {
 		{"size not multiple of 4096", []string{"install", "--disk", disk, "--image", odd, "--kernel", r.kernel, "--version", "v2"}, exitBadInput, "multiple of 4096"},
 		{"missing kernel", []string{"install", "--disk", disk, "--image", r.image, "--kernel", filepath.Join(dir, "nope"), "--version", "v2"}, exitBadInput, "kernel"},
 		{"missing image", []string{"install", "--disk", disk, "--image", filepath.Join(dir, "nope"), "--kernel", r.kernel, "--version", "v2"}, exitBadInput, "image"},
+		{"not a kernel", []string{"install", "--disk", disk, "--image", r.image, "--kernel", junk, "--version", "v2"}, exitBadInput,
+			"kernel " + junk + ": not a kernel image: 6 bytes starting with 6b 65 72 6e 65 6c; want an x86 bzImage"},
+		{"release build of not a kernel", []string{"release", "build", r.image, "--kernel", junk, "--version", "v2", "--variant", "k8s", "--out", filepath.Join(dir, "layout")}, exitBadInput,
+			"kernel " + junk + ": not a kernel image"},
 		{"disk without our layout", []string{"status", "--disk", plain}, exitBadInput, "GPT"},
 		{"unknown disk", []string{"status", "--disk", filepath.Join(dir, "missing.img")}, exitBadInput, "missing.img"},
 		{"unknown command", []string{"frobnicate"}, exitUsage, "unknown command"},

@@ -322,6 +322,7 @@ func cmdInstall(g *globals, args []string) error {
 	if req.Boot.Kernel, err = readInput("kernel", *kernel); err != nil {
 		return err
 	}
+	req.KernelName = "kernel " + *kernel
 	if *initrd != "" {
 		if req.Boot.Initrd, err = readInput("initrd", *initrd); err != nil {
 			return err

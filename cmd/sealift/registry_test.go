@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"sealift/internal/kernelimage"
 	"sealift/internal/testutil"
 	"sealift/updater"
 	"sealift/updater/oci/registrytest"
@@ -40,7 +41,7 @@ func (p *publisher) release(version string, seed int64) {
 	img := make([]byte, 3<<20)
 	rand.New(rand.NewSource(seed)).Read(img)
 	os.WriteFile(filepath.Join(d, "root.img"), img, 0o644)
-	os.WriteFile(filepath.Join(d, "vmlinuz"), []byte("kernel "+version), 0o644)
+	os.WriteFile(filepath.Join(d, "vmlinuz"), kernelimage.Synthetic([]byte("kernel "+version)), 0o644)
 	mustCLI(p.t, "release", "build", filepath.Join(d, "root.img"), "--kernel", filepath.Join(d, "vmlinuz"),
 		"--version", version, "--variant", "k8s", "--arch", "x86_64", "--out", p.layout, "--chunk-size", "1M")
 	mustCLI(p.t, append([]string{"release", "publish", "--tuf", p.tuf, "--from", p.layout, "--version", version}, p.dest...)...)

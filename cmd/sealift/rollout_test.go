@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"sealift/internal/kernelimage"
 	"sealift/updater"
 )
 
@@ -21,7 +22,7 @@ func (p *publisher) build(version string, seed int64) {
 	img := make([]byte, 1<<20)
 	rand.New(rand.NewSource(seed)).Read(img)
 	os.WriteFile(filepath.Join(d, "root.img"), img, 0o644)
-	os.WriteFile(filepath.Join(d, "vmlinuz"), []byte("kernel "+version), 0o644)
+	os.WriteFile(filepath.Join(d, "vmlinuz"), kernelimage.Synthetic([]byte("kernel "+version)), 0o644)
 	mustCLI(p.t, "release", "build", filepath.Join(d, "root.img"), "--kernel", filepath.Join(d, "vmlinuz"),
 		"--version", version, "--variant", "k8s", "--arch", "x86_64", "--out", p.layout, "--chunk-size", "1M")
 }

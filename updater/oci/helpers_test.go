@@ -13,6 +13,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"sealift/internal/kernelimage"
 	"sealift/updater/oci"
 	"sealift/updater/oci/registrytest"
 	"sealift/updater/release"
@@ -47,7 +48,7 @@ func buildRelease(t testing.TB, size, chunk int64, seed uint64) *testRelease {
 	if err := os.WriteFile(root, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(kernel, []byte("a kernel"), 0o644); err != nil {
+	if err := os.WriteFile(kernel, kernelimage.Synthetic([]byte("a kernel")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	img, _, err := release.Build(release.BuildOptions{

@@ -13,6 +13,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"sealift/internal/kernelimage"
 	"sealift/updater/oci"
 	"sealift/updater/oci/registrytest"
 	"sealift/updater/release"
@@ -36,7 +37,7 @@ func benchRelease(b *testing.B, size int64) (string, *release.BuildOptions) {
 	fillImage(data, 7)
 	o := &release.BuildOptions{
 		RootImage: writeFile(b, dir, "root.img", data),
-		Kernel:    writeFile(b, dir, "vmlinuz", []byte("kernel")),
+		Kernel:    writeFile(b, dir, "vmlinuz", kernelimage.Synthetic([]byte("kernel"))),
 		Version:   "1", Variant: "bench", Arch: "amd64", Salt: testSalt, Created: testCreated,
 	}
 	return dir, o

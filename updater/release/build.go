@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/zstd"
 
+	"sealift/internal/kernelimage"
 	"sealift/partitions/verity"
 )
 
@@ -49,6 +50,24 @@ type BuildOptions struct {
 	// Workers is how many chunks are compressed at once; 0 means one per
 	// CPU. Memory is about 20 MiB per worker.
 	Workers int
+}
+
+// checkKernel refuses a kernel file that no bootloader would start, or
+// one for another architecture than the release's: a node would only find
+// out when its bootloader failed to load it.
+func checkKernel(path, arch string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("release: read kernel: %w", err)
+	}
+	info, err := kernelimage.Detect(data)
+	if err == nil {
+		err = kernelimage.CheckArch(info, arch)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: kernel %s: %v", ErrInvalid, path, err)
+	}
+	return nil
 }
 
 // Build builds a release from files. It computes the verity root hash of
@@ -87,6 +106,9 @@ func Build(o BuildOptions) (v1.Image, *Config, error) {
 	}
 	if o.Kernel == "" {
 		return nil, nil, fmt.Errorf("%w: no kernel given", ErrInvalid)
+	}
+	if err := checkKernel(o.Kernel, o.Arch); err != nil {
+		return nil, nil, err
 	}
 
 	f, err := os.Open(o.RootImage)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"sealift/internal/kernelimage"
 	"sealift/updater/release"
 )
 
@@ -28,7 +29,7 @@ func TestGoldenRelease(t *testing.T) {
 	}
 	img, _, err := release.Build(release.BuildOptions{
 		RootImage: writeFile(t, dir, "root.img", image),
-		Kernel:    writeFile(t, dir, "vmlinuz", []byte("golden kernel\n")),
+		Kernel:    writeFile(t, dir, "vmlinuz", kernelimage.Synthetic([]byte("golden kernel\n"))),
 		Initrd:    writeFile(t, dir, "initrd.img", []byte("golden initrd\n")),
 		Cmdline:   "console=ttyS0",
 		Version:   "1.0.0", Variant: "golden", Arch: "amd64",

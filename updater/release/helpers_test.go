@@ -17,6 +17,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"sealift/internal/kernelimage"
 	"sealift/updater/oci"
 	"sealift/updater/release"
 )
@@ -78,7 +79,7 @@ func newFixture(t testing.TB, size, chunk int64, withInitrd bool) *fixture {
 	t.Helper()
 	f := &fixture{dir: t.TempDir(), image: make([]byte, size)}
 	fillImage(f.image, uint64(size))
-	f.kernel = bytes.Repeat([]byte("kernel"), 1000)
+	f.kernel = kernelimage.Synthetic(bytes.Repeat([]byte("kernel"), 1000))
 	f.opts = release.BuildOptions{
 		RootImage: writeFile(t, f.dir, "root.img", f.image),
 		Kernel:    writeFile(t, f.dir, "vmlinuz", f.kernel),

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"sealift/internal/kernelimage"
 	"sealift/updater/oci"
 	"sealift/updater/oci/registrytest"
 	"sealift/updater/release"
@@ -38,7 +39,7 @@ func TestRootReaderPeakRSS(t *testing.T) {
 	rand.Read(data[size/2:])
 	img, _, err := release.Build(release.BuildOptions{
 		RootImage: writeFile(t, dir, "root.img", data),
-		Kernel:    writeFile(t, dir, "vmlinuz", []byte("kernel")),
+		Kernel:    writeFile(t, dir, "vmlinuz", kernelimage.Synthetic([]byte("kernel"))),
 		Version:   "1", Variant: "mem", Arch: "amd64", Salt: testSalt, Created: testCreated,
 	})
 	if err != nil {

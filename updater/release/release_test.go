@@ -16,6 +16,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"sealift/internal/kernelimage"
 	"sealift/partitions/verity"
 	"sealift/updater/oci"
 	"sealift/updater/release"
@@ -160,6 +161,10 @@ func TestBuildRejects(t *testing.T) {
 		}, "root.size"},
 		{"chunk size not a multiple of 4096", func(o *release.BuildOptions, _ string) { o.ChunkSize = 5000 }, "chunk_size"},
 		{"no kernel", func(o *release.BuildOptions, _ string) { o.Kernel = "" }, "kernel"},
+		{"kernel file missing", func(o *release.BuildOptions, dir string) { o.Kernel = dir + "/nope" }, "read kernel"},
+		{"not a kernel", func(o *release.BuildOptions, dir string) { o.Kernel = writeFile(t, dir, "junk", []byte("kernel")) },
+			"junk: not a kernel image: 6 bytes starting with 6b 65 72 6e 65 6c; want an x86 bzImage"},
+		{"kernel for another arch", func(o *release.BuildOptions, _ string) { o.Arch = "arm64" }, "vmlinuz: not a kernel image for arm64: x86 bzImage"},
 		{"version with a space", func(o *release.BuildOptions, _ string) { o.Version = "1 2" }, "version"},
 		{"no arch", func(o *release.BuildOptions, _ string) { o.Arch = "" }, "arch"},
 		{"reserved cmdline parameter", func(o *release.BuildOptions, _ string) { o.Cmdline = "sealift.verity.roothash=00" }, "reserved"},
@@ -170,7 +175,7 @@ func TestBuildRejects(t *testing.T) {
 			dir := t.TempDir()
 			o := release.BuildOptions{
 				RootImage: writeFile(t, dir, "root.img", make([]byte, 8192)),
-				Kernel:    writeFile(t, dir, "vmlinuz", []byte("k")),
+				Kernel:    writeFile(t, dir, "vmlinuz", kernelimage.Synthetic([]byte("k"))),
 				Version:   "1", Variant: "v", Arch: "amd64", Salt: testSalt, Created: testCreated,
 			}
 			tc.edit(&o, dir)
