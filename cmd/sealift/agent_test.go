@@ -120,6 +120,9 @@ func TestCLIThroughAgent(t *testing.T) {
 	if out := mustCLI(t, "cancel", "--agent-socket", sock); !strings.Contains(out, "through the agent") {
 		t.Fatalf("cancel: %s", out)
 	}
+	if out := mustCLI(t, "update", "--agent-socket", sock, "--config", cfg); !strings.Contains(out, "asked it to check and stage now") {
+		t.Fatalf("update while the agent runs: %s", out)
+	}
 	// SIGTERM ends the agent cleanly (signal.NotifyContext catches it).
 	syscall.Kill(os.Getpid(), syscall.SIGTERM)
 	select {
@@ -133,8 +136,14 @@ func TestCLIThroughAgent(t *testing.T) {
 	if _, err := os.Stat(sock); err == nil {
 		t.Error("socket left behind")
 	}
-	if st := status(t, disk); st.Pending != nil {
-		t.Fatalf("pending after cancel: %+v", st.Pending)
+	// The apply woke the agent, which was staging again when SIGTERM came:
+	// whatever it was doing, the disk is never half-flipped.
+	st := status(t, disk)
+	if p := st.Pending; p != nil {
+		bootable := st.Slots[0].Bootable
+		if (p.Phase == "writing" && bootable) || (p.Phase == "trial" && !bootable) {
+			t.Fatalf("pending %+v with slot A bootable=%v", p, bootable)
+		}
 	}
 }
 
