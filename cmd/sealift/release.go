@@ -297,6 +297,14 @@ func cmdUpdate(g *globals, args []string) error {
 	if err := g.parse(fs, args); err != nil {
 		return err
 	}
+	if c := g.agentClient(); c != nil {
+		// The agent owns the disk: ask it to update rather than race it.
+		if err := c.Apply(context.Background()); err != nil {
+			return err
+		}
+		fmt.Fprintln(g.stdout, "an agent is running: asked it to check and stage now; it reboots as its reboot policy allows ('sealift events' follows it)")
+		return nil
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	nd, err := n.open(ctx, g, true)
