@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"sealift/bootloader"
@@ -154,7 +155,11 @@ func ListenSocket(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("%s: another agent is already serving on it", path)
 	}
 	_ = os.Remove(path)
+	// Created 0600 from the start (umask), not chmod-ed after: no window in
+	// which another user could connect.
+	old := syscall.Umask(0o177)
 	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
 	if err != nil {
 		return nil, err
 	}
