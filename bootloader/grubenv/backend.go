@@ -74,6 +74,14 @@ func (b *Backend) save(f bootloader.Flags, replaceDamaged bool) error {
 	if err := SetFlags(e, f); err != nil {
 		return err
 	}
+	// A load failure recorded for a slot that is now cleared (being
+	// installed again, or its fallback recorded) is history.
+	if v, ok := e.Get(LoadFailedVar); ok {
+		if s := bootloader.Slot(v); !s.Valid() || f[s].Priority == 0 {
+			e.Unset(LoadFailedVar)
+			e.Unset(LoadFailedFileVar)
+		}
+	}
 	data, err := e.Encode()
 	if err != nil {
 		return err
@@ -85,6 +93,23 @@ func (b *Backend) save(f bootloader.Flags, replaceDamaged bool) error {
 		return fmt.Errorf("write %s: %w", EnvPath, err)
 	}
 	return nil
+}
+
+// LoadFailure reports the slot whose kernel or initrd GRUB could not load
+// at its last attempt, and the file's name (vmlinuz, initrd.img), as the
+// generated grub.cfg records them before it reboots. slot is empty when
+// no failure is recorded.
+func (b *Backend) LoadFailure() (slot bootloader.Slot, file string, err error) {
+	e, err := b.LoadEnv()
+	if err != nil {
+		return "", "", err
+	}
+	v, _ := e.Get(LoadFailedVar)
+	if s := bootloader.Slot(v); s.Valid() {
+		file, _ = e.Get(LoadFailedFileVar)
+		return s, file, nil
+	}
+	return "", "", nil
 }
 
 // Install writes the initial environment block and then the grub.cfg

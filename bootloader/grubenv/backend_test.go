@@ -43,7 +43,13 @@ func TestGrubConfigContent(t *testing.T) {
 	for _, want := range []string{
 		"set timeout=0\n",
 		"set default=0\n",
-		"load_env --file \"$sealift_env\" ORDER A_OK A_TRY B_OK B_TRY\n",
+		"load_env --file \"$sealift_env\" ORDER A_OK A_TRY B_OK B_TRY sealift_load_failed\n",
+		"insmod reboot\n",
+		`  if ! linux "($sealift_esp)/sealift/$sealift_chosen/vmlinuz" $sealift_cmdline sealift.slot=$sealift_chosen; then` + "\n    sealift_cannot_load vmlinuz\n",
+		`  elif ! initrd "($sealift_esp)/sealift/$sealift_chosen/initrd.img"; then` + "\n    sealift_cannot_load initrd.img\n",
+		"  save_env --file \"$sealift_env\" sealift_load_failed sealift_load_failed_file\n  if [ \"$sealift_mode\" = \"anyway\" ]; then\n",
+		"      set B_OK=0\n      save_env --file \"$sealift_env\" B_OK\n",
+		"  reboot\n",
 		"save_env --file \"$sealift_env\" A_TRY B_TRY\n",
 		`elif [ "$B_TRY" = "15" ]; then` + "\n      set B_TRY=14\n",
 		`elif [ "$A_TRY" = "1" ]; then` + "\n      set A_TRY=0\n",
@@ -192,5 +198,55 @@ func TestSaveOverflow(t *testing.T) {
 	// The block on disk is untouched.
 	if got, _ := esp.ReadFile(EnvPath); !bytes.Equal(got, data) {
 		t.Error("full block was changed")
+	}
+}
+
+// TestLoadFailure: what the script records when GRUB cannot load a slot's
+// kernel is read back by LoadFailure, kept while the slot keeps its place,
+// and dropped when the slot is cleared.
+func TestLoadFailure(t *testing.T) {
+	esp := espWithKernels(t, bootloader.SlotA, bootloader.SlotB)
+	trial := bootloader.Flags{"A": {Priority: 1, Successful: true}, "B": {Priority: 2, Tries: 1}}
+	if err := Install(esp, trial); err != nil {
+		t.Fatal(err)
+	}
+	b := New(esp)
+	if s, f, err := b.LoadFailure(); s != "" || f != "" || err != nil {
+		t.Fatalf("fresh block: %q %q %v", s, f, err)
+	}
+	// As the script's save_env leaves it.
+	e, err := b.LoadEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Set(LoadFailedVar, "B")
+	e.Set(LoadFailedFileVar, "vmlinuz")
+	e.Set(TryVar("B"), "0")
+	data, _ := e.Encode()
+	if err := esp.WriteFile(EnvPath, data); err != nil {
+		t.Fatal(err)
+	}
+	if s, f, err := b.LoadFailure(); s != "B" || f != "vmlinuz" || err != nil {
+		t.Fatalf("LoadFailure = %q %q %v", s, f, err)
+	}
+	// A transition that keeps B in ORDER keeps the record.
+	if _, err := bootloader.Apply(b, bootloader.MarkGood(bootloader.SlotA)); err != nil {
+		t.Fatal(err)
+	}
+	if s, _, _ := b.LoadFailure(); s != "B" {
+		t.Fatalf("record lost while B keeps its place: %q", s)
+	}
+	// Clearing B (boot-check after the fallback, or a new install) drops it.
+	if _, err := bootloader.Apply(b, bootloader.Clear(bootloader.SlotB)); err != nil {
+		t.Fatal(err)
+	}
+	e, _ = b.LoadEnv()
+	for _, v := range []string{LoadFailedVar, LoadFailedFileVar} {
+		if got, ok := e.Get(v); ok {
+			t.Errorf("%s=%q after B was cleared", v, got)
+		}
+	}
+	if s, _, _ := b.LoadFailure(); s != "" {
+		t.Errorf("LoadFailure = %q after B was cleared", s)
 	}
 }

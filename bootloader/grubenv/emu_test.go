@@ -70,24 +70,58 @@ func emuESP(t *testing.T, tools map[string]string, initrd bool) string {
 // exist in grub-emu, so functions stand in for them and print their
 // arguments; halt ends the emulator where booting would start.
 func harness(setRoot, throughMenu bool) string {
+	return emuHarness{setRoot: setRoot, throughMenu: throughMenu, haltOnLoad: true}.String()
+}
+
+// emuHarness is harness with more choices.
+type emuHarness struct {
+	setRoot, throughMenu bool
+	// haltOnLoad ends the emulator when the last file of the entry loaded.
+	// Without it the entry runs to its end; GRUB then fails to boot it
+	// (nothing was really loaded) and, after a pause of a few seconds,
+	// starts its fallback entry, which ends the emulator.
+	haltOnLoad bool
+	// bad are the files the stand-ins fail on, as GRUB's linux does on a
+	// file that is not a kernel, e.g. "(hd0)/sealift/B/vmlinuz".
+	bad []string
+}
+
+func (h emuHarness) String() string {
 	var b strings.Builder
-	b.WriteString(`function linux {
-  echo "EMU-LINUX $*"
-  if [ "$sealift_has_initrd" != "1" ]; then halt; fi
-}
-function initrd {
-  echo "EMU-INITRD $*"
-  halt
-}
-`)
-	if setRoot {
+	fmt.Fprintf(&b, "set emu_bad=%q\nexport emu_bad\n", strings.Join(h.bad, " "))
+	stand := func(name, marker, halt string) {
+		fmt.Fprintf(&b, `function %s {
+  for f in $emu_bad; do
+    if [ "$1" = "$f" ]; then
+      echo "%s-FAILS $*"
+      return 1
+    fi
+  done
+  echo "%s $*"
+%s}
+`, name, marker, marker, halt)
+	}
+	if h.haltOnLoad {
+		stand("linux", "EMU-LINUX", "  if [ \"$sealift_has_initrd\" != \"1\" ]; then halt; fi\n")
+		stand("initrd", "EMU-INITRD", "  halt\n")
+	} else {
+		stand("linux", "EMU-LINUX", "")
+		stand("initrd", "EMU-INITRD", "")
+	}
+	if h.setRoot {
 		b.WriteString("set root=(hd0)\n")
 	}
 	b.WriteString("source (hd0)/EFI/sealift/grub.cfg\n")
 	b.WriteString(`echo "EMU-DONE chosen=$sealift_chosen"` + "\n")
-	if !throughMenu {
+	if !h.throughMenu {
 		b.WriteString("halt\n")
 	}
+	b.WriteString(`menuentry "emu end" {
+  echo "EMU-END"
+  halt
+}
+set fallback=1
+`)
 	return b.String()
 }
 
@@ -97,6 +131,10 @@ type emuRun struct {
 	linux  string
 	initrd string
 	env    *Env
+	// ended: the menu entry ran to its end (GRUB went on to the next
+	// entry) instead of rebooting.
+	ended bool
+	text  string
 }
 
 var (
@@ -132,6 +170,8 @@ func runEmu(t *testing.T, tools map[string]string, img, cfg string) emuRun {
 		t.Fatalf("grub-emu did not finish the script:\n%q", text)
 	}
 	r.marker = reMarker.FindString(text)
+	r.ended = strings.Contains(text, "EMU-END")
+	r.text = text
 	if m := reLinux.FindStringSubmatch(text); m != nil {
 		r.linux = m[1]
 	}
@@ -303,4 +343,126 @@ func TestGrubEmuSequence(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("boots:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// TestGrubEmuLoadFailure makes GRUB's linux (or initrd) fail, as it does
+// on a file that is not a kernel, and follows the boots: the script
+// records the slot and file, reboots, and a trial slot's failures use up
+// its tries until GRUB boots the other slot; a good slot loses its good
+// flag; with nothing else to boot GRUB stays at the error; a slot that
+// loads again clears the record.
+func TestGrubEmuLoadFailure(t *testing.T) {
+	tools := emuTools(t)
+	const badB = "(hd0)/sealift/B/vmlinuz"
+	type boot struct {
+		chosen   string
+		rebooted bool // else the entry ran to its end
+	}
+	tests := []struct {
+		name     string
+		initrd   bool
+		start    bootloader.Flags
+		bad      []string
+		boots    []boot
+		after    bootloader.Flags // flags the block holds at the end
+		failed   string           // LoadFailedVar at the end
+		file     string           // LoadFailedFileVar at the end
+		messages []string
+	}{
+		{"trial slot's kernel: its tries run out, then A boots", false,
+			bootloader.Flags{"A": {Priority: 1, Successful: true}, "B": {Priority: 2, Tries: 2}}, []string{badB},
+			[]boot{{"B", true}, {"B", true}, {"A", false}},
+			bootloader.Flags{"A": {Priority: 1, Successful: true}, "B": {Priority: 2}}, "B", "vmlinuz",
+			[]string{"sealift-grub: slot B: cannot load its vmlinuz (see GRUB's error above)", "sealift-grub: rebooting"}},
+		{"trial slot's initrd", true,
+			bootloader.Flags{"A": {Priority: 1, Successful: true}, "B": {Priority: 2, Tries: 1}}, []string{"(hd0)/sealift/B/initrd.img"},
+			[]boot{{"B", true}, {"A", false}},
+			bootloader.Flags{"A": {Priority: 1, Successful: true}, "B": {Priority: 2}}, "B", "initrd.img",
+			[]string{"sealift-grub: slot B: cannot load its initrd.img (see GRUB's error above)"}},
+		{"good slot: loses its good flag, A boots", false,
+			bootloader.Flags{"A": {Priority: 1, Successful: true}, "B": {Priority: 2, Successful: true}}, []string{badB},
+			[]boot{{"B", true}, {"A", false}},
+			bootloader.Flags{"A": {Priority: 1, Successful: true}, "B": {Priority: 2}}, "B", "vmlinuz",
+			[]string{"sealift-grub: slot B is no longer good"}},
+		{"nothing else to boot: GRUB stays at the error", false,
+			bootloader.Flags{"A": {Priority: 1}, "B": {Priority: 2}}, []string{badB},
+			[]boot{{"B", false}},
+			bootloader.Flags{"A": {Priority: 1}, "B": {Priority: 2}}, "B", "vmlinuz",
+			[]string{"sealift-grub: no other slot is good or has tries left: not rebooting"}},
+	}
+	// The boots through GRUB's menu take seconds of grub-emu's idling
+	// each; the cases run side by side.
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			img := emuESP(t, tools, tt.initrd)
+			putEnv(t, tools, img, tt.start)
+			var r emuRun
+			for i, want := range tt.boots {
+				r = runEmu(t, tools, img, emuHarness{setRoot: true, throughMenu: true, haltOnLoad: true, bad: tt.bad}.String())
+				// A reboot ends grub-emu at once: nothing loads after it
+				// and GRUB does not go on to another entry.
+				rebooted := strings.HasSuffix(strings.TrimSpace(r.text), "sealift-grub: rebooting")
+				if r.chosen != want.chosen || rebooted != want.rebooted {
+					t.Fatalf("boot %d: chose %s, rebooted %v; want %+v\n%s", i+1, r.chosen, rebooted, want, r.text)
+				}
+				for _, m := range tt.messages {
+					if i == 0 && !strings.Contains(r.text, m) {
+						t.Errorf("boot 1 does not say %q\n%s", m, r.text)
+					}
+				}
+			}
+			got, err := FlagsFromEnv(r.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.after) {
+				t.Errorf("flags %v, want %v", got, tt.after)
+			}
+			failed, _ := r.env.Get(LoadFailedVar)
+			file, _ := r.env.Get(LoadFailedFileVar)
+			if failed != tt.failed || file != tt.file {
+				t.Errorf("%s=%q %s=%q, want %q %q", LoadFailedVar, failed, LoadFailedFileVar, file, tt.failed, tt.file)
+			}
+			if v, _ := r.env.Get("other_tool"); v != `keep \ me` {
+				t.Errorf("save_env lost another variable: %q", v)
+			}
+		})
+	}
+
+	// B loads again (a new release in it): the record goes.
+	t.Run("slot loads again", func(t *testing.T) {
+		t.Parallel()
+		img := emuESP(t, tools, false)
+		putEnv(t, tools, img, bootloader.Flags{"A": {Priority: 1, Successful: true}, "B": {Priority: 2, Tries: 1}})
+		r := runEmu(t, tools, img, emuHarness{setRoot: true, throughMenu: true, bad: []string{badB}}.String())
+		if v, _ := r.env.Get(LoadFailedVar); r.chosen != "B" || v != "B" {
+			t.Fatalf("chose %s, %s=%q\n%s", r.chosen, LoadFailedVar, v, r.text)
+		}
+		b := r.env
+		if err := SetFlags(b, bootloader.Flags{"A": {Priority: 1, Successful: true}, "B": {Priority: 2, Tries: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		data, err := b.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(t.TempDir(), "grubenv")
+		if err := os.WriteFile(file, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		testutil.Run(t, tools["mcopy"], "-o", "-i", img, file, "::/"+EnvPath)
+		r = runEmu(t, tools, img, emuHarness{setRoot: true, throughMenu: true}.String())
+		if r.chosen != "B" || !r.ended || !strings.Contains(r.linux, "sealift/B/vmlinuz") {
+			t.Fatalf("B did not load:\n%s", r.text)
+		}
+		for _, v := range []string{LoadFailedVar, LoadFailedFileVar} {
+			if got, ok := r.env.Get(v); ok {
+				t.Errorf("%s=%q is still in the block", v, got)
+			}
+		}
+		if v, _ := r.env.Get("other_tool"); v != `keep \ me` {
+			t.Errorf("save_env lost another variable: %q", v)
+		}
+	})
 }

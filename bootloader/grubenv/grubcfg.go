@@ -18,6 +18,15 @@ const (
 	ConfigPath = "EFI/sealift/grub.cfg"
 )
 
+// Variables the script writes into the block when GRUB cannot load a
+// slot's kernel or initrd: the slot ("B") and the file ("vmlinuz"). The
+// script clears them when that slot loads again; Save clears them when
+// the slot is cleared (an install, or boot-check recording the fallback).
+const (
+	LoadFailedVar     = "sealift_load_failed"
+	LoadFailedFileVar = "sealift_load_failed_file"
+)
+
 // GrubOptions tune the generated script.
 type GrubOptions struct {
 	// EnvFile is the ESP-relative path of the environment block, searched
@@ -43,9 +52,19 @@ var safePath = regexp.MustCompile(`^[A-Za-z0-9._/-]+$`)
 //     can be repaired remotely, one stuck in GRUB cannot;
 //   - save_env A_TRY B_TRY only when a counter changed, print the marker
 //     "sealift-grub: chose slot X (A_TRY=.. B_TRY=..)", and boot the
-//     slot's kernel with the command line from its sealift/X/grub.cfg.
+//     slot's kernel with the command line from its sealift/X/grub.cfg;
+//   - if linux or initrd fails (a file that is not a kernel: "invalid
+//     magic number"), record the slot and file in the block
+//     (LoadFailedVar, LoadFailedFileVar) for boot-check, and reboot rather
+//     than wait at GRUB's menu: a trial slot's try is already spent, so
+//     the failures use up its tries and GRUB then boots the other slot; a
+//     good slot spends no tries, so its X_OK is cleared first. When no slot
+//     was good or had tries left (the "anyway" fallback) a reboot would
+//     fail the same way, so GRUB stays at its error instead;
+//   - a slot that loads clears a failure recorded for it.
 //
-// Simulate replays this script in Go; keep the two in step.
+// Simulate replays the slot choice in Go; keep the two in step. It does
+// not model a load failure, which depends on the kernel file's content.
 func GrubConfig(opts GrubOptions) string {
 	env := opts.EnvFile
 	if env == "" {
@@ -77,6 +96,7 @@ insmod search_fs_file
 insmod loadenv
 insmod test
 insmod echo
+insmod reboot
 
 # The ESP is the filesystem holding the environment block. Prefer the one
 # GRUB was started from, in case another disk carries a sealift ESP too.
@@ -93,12 +113,16 @@ set A_OK=0
 set A_TRY=0
 set B_OK=0
 set B_TRY=0
-load_env --file "$sealift_env" %[3]s
+set %[4]s=""
+load_env --file "$sealift_env" %[3]s %[4]s
 
+# sealift_mode says how the slot was chosen: good (no try spent), trial (a
+# try spent) or anyway (nothing was good or had tries left).
 set sealift_chosen=""
+set sealift_mode=""
 set sealift_save=0
 for sealift_slot in $ORDER; do
-`, env, DefaultOrder, strings.Join(scriptVars(), " "))
+`, env, DefaultOrder, strings.Join(scriptVars(), " "), LoadFailedVar)
 
 	for _, s := range bootloader.Slots {
 		w(`  if [ "$sealift_slot" = "%[1]s" ]; then
@@ -111,11 +135,13 @@ for sealift_slot in $ORDER; do
       fi
     elif [ "$%[4]s" = "1" ]; then
       set sealift_chosen=%[1]s
+      set sealift_mode=good
 `, s, kernelPath(s), TryVar(s), OKVar(s))
 		for n := bootloader.MaxTries; n >= 1; n-- {
 			w(`    elif [ "$%[1]s" = "%[2]d" ]; then
       set %[1]s=%[3]d
       set sealift_chosen=%[4]s
+      set sealift_mode=trial
       set sealift_save=1
 `, TryVar(s), n, n-1, s)
 		}
@@ -143,6 +169,7 @@ if [ -z "$sealift_chosen" ]; then
   if [ -z "$sealift_chosen" ]; then
     set sealift_chosen=A
   fi
+  set sealift_mode=anyway
   echo "sealift-grub: no slot is good or has tries left, booting slot $sealift_chosen anyway"
 fi
 
@@ -151,21 +178,67 @@ if [ "$sealift_save" = "1" ]; then
 fi
 echo "sealift-grub: chose slot $sealift_chosen (A_TRY=$A_TRY B_TRY=$B_TRY)"
 
+# Called in the menu entry when GRUB could not load the chosen slot's
+# kernel or initrd ($1: the file's name) and has printed why. The slot's
+# try is already spent; record the failure for sealift boot-check and
+# reboot, since GRUB would otherwise wait at its menu for a key.
+function sealift_cannot_load {
+  echo "sealift-grub: slot $sealift_chosen: cannot load its $1 (see GRUB's error above)"
+  set %[3]s="$sealift_chosen"
+  set %[4]s="$1"
+  save_env --file "$sealift_env" %[3]s %[4]s
+  if [ "$sealift_mode" = "anyway" ]; then
+    echo "sealift-grub: no other slot is good or has tries left: not rebooting"
+    return
+  fi
+  if [ "$sealift_mode" = "good" ]; then
+    # A good slot spends no tries: it would be chosen at every boot.
+`, TryVar(bootloader.SlotA), TryVar(bootloader.SlotB), LoadFailedVar, LoadFailedFileVar)
+	for _, s := range bootloader.Slots {
+		w(`    if [ "$sealift_chosen" = "%[1]s" ]; then
+      set %[2]s=0
+      save_env --file "$sealift_env" %[2]s
+    fi
+`, s, OKVar(s))
+	}
+	w(`    echo "sealift-grub: slot $sealift_chosen is no longer good"
+  fi
+  echo "sealift-grub: rebooting"
+  reboot
+}
+
 # A menu entry runs in a new context that only sees exported variables.
 export sealift_esp
+export sealift_env
 export sealift_chosen
+export sealift_mode
+export %[5]s
 # Numeric default: GRUB 2.06 did not resolve entry ids reliably.
 # --unrestricted: an unattended boot must not stop at a password prompt.
 menuentry "sealift slot $sealift_chosen" --unrestricted {
   set sealift_cmdline=""
   set sealift_has_initrd=0
-  source "($sealift_esp)/%[3]s/$sealift_chosen/%[4]s"
-  linux "($sealift_esp)/%[3]s/$sealift_chosen/%[5]s" $sealift_cmdline sealift.slot=$sealift_chosen
-  if [ "$sealift_has_initrd" = "1" ]; then
-    initrd "($sealift_esp)/%[3]s/$sealift_chosen/%[6]s"
+  set sealift_loaded=0
+  source "($sealift_esp)/%[1]s/$sealift_chosen/%[2]s"
+  if ! linux "($sealift_esp)/%[1]s/$sealift_chosen/%[3]s" $sealift_cmdline sealift.slot=$sealift_chosen; then
+    sealift_cannot_load %[3]s
+  elif [ "$sealift_has_initrd" != "1" ]; then
+    set sealift_loaded=1
+  elif ! initrd "($sealift_esp)/%[1]s/$sealift_chosen/%[4]s"; then
+    sealift_cannot_load %[4]s
+  else
+    set sealift_loaded=1
+  fi
+  if [ "$sealift_loaded" = "1" ]; then
+    if [ "$%[5]s" = "$sealift_chosen" ]; then
+      # Loaded this time: forget that it once did not.
+      unset %[5]s
+      unset %[6]s
+      save_env --file "$sealift_env" %[5]s %[6]s
+    fi
   fi
 }
-`, TryVar(bootloader.SlotA), TryVar(bootloader.SlotB), bootloader.ESPDir, bootloader.GrubSnippetName, bootloader.KernelName, bootloader.InitrdName)
+`, bootloader.ESPDir, bootloader.GrubSnippetName, bootloader.KernelName, bootloader.InitrdName, LoadFailedVar, LoadFailedFileVar)
 	return b.String()
 }
 
