@@ -12,10 +12,31 @@ import (
 // Causes of a fallback, as boot-check records them.
 const (
 	CauseMarkedBad     = "marked bad (its health check failed)"
-	CauseTriesSpent    = "tries exhausted: the new slot booted but was never marked good (a kernel that never came up, or a health check that never passed)"
-	CauseNotBootable   = "not bootable: the bootloader could not load the slot's kernel"
+	CauseTriesSpent    = "tries exhausted: the new slot was never marked good (its kernel did not load or never came up, or its health check never passed)"
+	CauseNotBootable   = "not bootable: the slot's boot files are missing from the ESP"
 	CauseBootloaderSay = "the bootloader chose the old slot"
+	// CauseLoadFailed starts the cause when GRUB recorded that it could
+	// not load the slot's kernel or initrd (loadFailedCause).
+	CauseLoadFailed = "not bootable: GRUB could not load the slot's"
 )
+
+// loadFailures is a backend whose bootloader records the slot whose kernel
+// or initrd it could not load (grubenv: the generated grub.cfg does,
+// before it reboots).
+type loadFailures interface {
+	LoadFailure() (slot bootloader.Slot, file string, err error)
+}
+
+// loadFailedCause explains a fallback after GRUB failed to load file
+// (vmlinuz, initrd.img) of slot s.
+func loadFailedCause(s bootloader.Slot, file string) string {
+	what := "kernel"
+	if file == bootloader.InitrdName {
+		what = "initrd"
+	}
+	return fmt.Sprintf("%s %s (%s/%s on the ESP is not a file it can start, or is damaged); each try ended in a reboot until none were left",
+		CauseLoadFailed, what, bootloader.SlotDir(s), file)
+}
 
 // BootCheck is what boot-check found.
 type BootCheck struct {
@@ -99,6 +120,12 @@ func (u *Updater) fallbackCause(f bootloader.SlotFlags, s bootloader.Slot) strin
 	if err == nil {
 		if _, err := bootloader.ReadBootEntry(esp, s); errors.Is(err, fs.ErrNotExist) {
 			return CauseNotBootable
+		}
+	}
+	if lf, ok := u.Boot.(loadFailures); ok {
+		// Recorded at the last attempt of s: GRUB clears it when s loads.
+		if slot, file, err := lf.LoadFailure(); err == nil && slot == s {
+			return loadFailedCause(s, file)
 		}
 	}
 	switch {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"sealift/bootloader"
+	"sealift/bootloader/grubenv"
 )
 
 func TestBootCheck(t *testing.T) {
@@ -17,21 +18,22 @@ func TestBootCheck(t *testing.T) {
 		cause    string
 		skipGPT  bool // gptprio's bootloader cannot see a missing kernel
 		failedV2 bool
+		only     string // run with this backend only
 	}{
-		{"new slot on trial", func(t *testing.T, r *rig) { mustBoot(t, r.u, bootloader.SlotB, true) }, "trial", "", false, false},
+		{"new slot on trial", func(t *testing.T, r *rig) { mustBoot(t, r.u, bootloader.SlotB, true) }, "trial", "", false, false, ""},
 		{"health failed and marked bad", func(t *testing.T, r *rig) {
 			mustBoot(t, r.u, bootloader.SlotB, true)
 			if _, err := r.u.MarkBad("health check http://127.0.0.1:10248/healthz failed"); err != nil {
 				t.Fatal(err)
 			}
 			mustBoot(t, r.u, bootloader.SlotA, false)
-		}, "rolled-back", CauseMarkedBad, false, true},
+		}, "rolled-back", CauseMarkedBad, false, true, ""},
 		{"tries exhausted", func(t *testing.T, r *rig) {
 			mustBoot(t, r.u, bootloader.SlotB, true)
 			mustBoot(t, r.u, bootloader.SlotB, true)
 			mustBoot(t, r.u, bootloader.SlotB, true)
 			mustBoot(t, r.u, bootloader.SlotA, false)
-		}, "rolled-back", "tries exhausted", false, true},
+		}, "rolled-back", "tries exhausted", false, true, ""},
 		{"kernel missing", func(t *testing.T, r *rig) {
 			esp, _ := r.disk.ESP()
 			if err := esp.Remove("sealift/B/cmdline"); err != nil {
@@ -41,11 +43,34 @@ func TestBootCheck(t *testing.T) {
 				t.Fatal(err)
 			}
 			mustBoot(t, r.u, bootloader.SlotA, false)
-		}, "rolled-back", CauseNotBootable, true, true},
+		}, "rolled-back", CauseNotBootable, true, true, ""},
+		{"GRUB could not load the kernel", func(t *testing.T, r *rig) {
+			// What the generated grub.cfg does at each try: spend it,
+			// fail in linux, record the slot and file, reboot.
+			for range bootloader.DefaultTries {
+				mustBoot(t, r.u, bootloader.SlotB, true)
+				recordLoadFailure(t, r, "B", "vmlinuz")
+			}
+			mustBoot(t, r.u, bootloader.SlotA, false)
+		}, "rolled-back", "not bootable: GRUB could not load the slot's kernel (sealift/B/vmlinuz on the ESP is not a file it can start, or is damaged); each try ended in a reboot until none were left", false, true, "grubenv"},
+		{"GRUB could not load the initrd", func(t *testing.T, r *rig) {
+			for range bootloader.DefaultTries {
+				mustBoot(t, r.u, bootloader.SlotB, true)
+			}
+			recordLoadFailure(t, r, "B", "initrd.img")
+			mustBoot(t, r.u, bootloader.SlotA, false)
+		}, "rolled-back", "GRUB could not load the slot's initrd (sealift/B/initrd.img", false, true, "grubenv"},
+		{"a load failure of the other slot is not the cause", func(t *testing.T, r *rig) {
+			recordLoadFailure(t, r, "A", "vmlinuz")
+			for range bootloader.DefaultTries {
+				mustBoot(t, r.u, bootloader.SlotB, true)
+			}
+			mustBoot(t, r.u, bootloader.SlotA, false)
+		}, "rolled-back", "tries exhausted", false, true, "grubenv"},
 	}
 	for _, be := range backends {
 		for _, c := range cases {
-			if be.name == "memory" || (c.skipGPT && be.name == "gptprio") {
+			if be.name == "memory" || (c.skipGPT && be.name == "gptprio") || (c.only != "" && be.name != c.only) {
 				continue
 			}
 			t.Run(be.name+"/"+c.name, func(t *testing.T) {
@@ -69,6 +94,12 @@ func TestBootCheck(t *testing.T) {
 				}
 				st, _ := r.u.Status()
 				stt, _ := r.store.Load()
+				if gb, ok := r.boot.(*grubenv.Backend); ok && c.failedV2 {
+					// Recording the fallback clears B, and with it the record.
+					if s, f, err := gb.LoadFailure(); s == bootloader.SlotB || err != nil {
+						t.Fatalf("load failure still recorded after boot-check: %q %q %v", s, f, err)
+					}
+				}
 				if c.failedV2 {
 					if stt.Failed["v2"] == nil || st.Pending != nil || st.Last.Result != "rolled-back" || st.Slots[1].Flags.Priority != 0 {
 						t.Fatalf("after rollback: %+v failed=%v", st, stt.Failed)
@@ -82,6 +113,27 @@ func TestBootCheck(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// recordLoadFailure writes into the grubenv block what the generated
+// grub.cfg saves when GRUB cannot load file of slot.
+func recordLoadFailure(t *testing.T, r *rig, slot, file string) {
+	t.Helper()
+	gb := r.boot.(*grubenv.Backend)
+	e, err := gb.LoadEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Set(grubenv.LoadFailedVar, slot)
+	e.Set(grubenv.LoadFailedFileVar, file)
+	data, err := e.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	esp, _ := r.disk.ESP()
+	if err := esp.WriteFile(grubenv.EnvPath, data); err != nil {
+		t.Fatal(err)
 	}
 }
 
