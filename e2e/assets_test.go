@@ -408,6 +408,19 @@ func buildInitrd(k *Kernel, out string) error {
 
 // buildGrub makes the standalone GRUB EFI binary with the embedded config.
 func buildGrub(out string) error {
+	return buildStandaloneGrub(out, "grub-embedded.cfg", grubModules)
+}
+
+// chainModules are what guest/grub-chain-sdboot.cfg needs.
+var chainModules = []string{"part_gpt", "fat", "search", "search_fs_file", "chain", "echo", "reboot", "normal", "test"}
+
+// buildChainGrub makes the standalone GRUB that starts systemd-boot and
+// resets the machine if systemd-boot returns (guest/grub-chain-sdboot.cfg).
+func buildChainGrub(out string) error {
+	return buildStandaloneGrub(out, "grub-chain-sdboot.cfg", chainModules)
+}
+
+func buildStandaloneGrub(out, config string, modules []string) error {
 	mk, err := findTool("grub-mkstandalone", "grub-common")
 	if err != nil {
 		return err
@@ -415,11 +428,11 @@ func buildGrub(out string) error {
 	if _, err := os.Stat("/usr/lib/grub/x86_64-efi/linux.mod"); err != nil {
 		return fmt.Errorf("GRUB's x86_64-efi modules are missing: install Debian package grub-efi-amd64-bin (bash e2e/setup.sh)")
 	}
-	cfg, err := filepath.Abs(filepath.Join("guest", "grub-embedded.cfg"))
+	cfg, err := filepath.Abs(filepath.Join("guest", config))
 	if err != nil {
 		return err
 	}
-	mods := strings.Join(grubModules, " ")
+	mods := strings.Join(modules, " ")
 	_, err = run("", mk, "-O", "x86_64-efi", "-o", out,
 		"--install-modules="+mods, "--modules=part_gpt fat",
 		"--locales=", "--themes=", "--fonts=",
@@ -573,10 +586,13 @@ type Assets struct {
 	Kernel  *Kernel
 	Initrd  string
 	GrubEFI string
-	Sealift string // static binary, used on the host and in the guest
-	Busybox string
-	OVMF    string
-	KVM     bool
+	// ChainEFI is a standalone GRUB that starts systemd-boot and resets
+	// the machine when systemd-boot returns (buildChainGrub).
+	ChainEFI string
+	Sealift  string // static binary, used on the host and in the guest
+	Busybox  string
+	OVMF     string
+	KVM      bool
 }
 
 func buildAssets() (*Assets, error) {
@@ -620,6 +636,10 @@ func buildAssets() (*Assets, error) {
 	a.GrubEFI = filepath.Join(a.Work, "BOOTX64.EFI")
 	if err := buildGrub(a.GrubEFI); err != nil {
 		return nil, fmt.Errorf("GRUB: %w", err)
+	}
+	a.ChainEFI = filepath.Join(a.Work, "CHAIN-SDBOOT.EFI")
+	if err := buildChainGrub(a.ChainEFI); err != nil {
+		return nil, fmt.Errorf("GRUB for systemd-boot: %w", err)
 	}
 	a.Sealift = filepath.Join(a.Work, "sealift")
 	if err := buildSealift(a.Sealift); err != nil {

@@ -181,7 +181,7 @@ func (s *scenario) bootWith(o bootOptions) *Boot {
 	if b.TimedOut {
 		s.fail(b, "boot %d did not end within %s", n, bootTimeout())
 	}
-	if b.Fatal != "" && !(o.panicOK && b.Panic != "") {
+	if b.Fatal != "" && !(o.panicOK && b.Panic != "") && !(o.firmwareShellOK && b.Fatal == "UEFI Interactive Shell") {
 		s.fail(b, "boot %d ended with %q on the console", n, b.Fatal)
 	}
 	return b

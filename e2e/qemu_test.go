@@ -69,6 +69,10 @@ type bootOptions struct {
 	// panicOK: the kernel is meant to panic; that ends the boot (panic=N
 	// reboots), not the test.
 	panicOK bool
+	// firmwareShellOK: the bootloader is meant to give up and return to
+	// the firmware, whose shell then waits; ending qemu there (a reset, as
+	// a hardware watchdog would do) ends the boot, not the test.
+	firmwareShellOK bool
 }
 
 var (
@@ -221,7 +225,8 @@ func (b *Boot) Markers() string {
 			strings.HasPrefix(l, "SEALIFT-E2E: step"),
 			strings.HasPrefix(l, "SEALIFT-E2E: done"),
 			strings.Contains(l, "SEALIFT-E2E: power cut"), // may follow a progress bar
-			strings.Contains(l, "Kernel panic"):
+			strings.Contains(l, "Kernel panic"),
+			strings.Contains(l, "Error loading"): // systemd-boot gave up on an entry
 			parts = append(parts, l)
 		}
 	}
