@@ -16,7 +16,7 @@
 //     carry in front of the headers above (CONFIG_EFI_STUB), and the form of
 //     a unified kernel image; the firmware's LoadImage, which systemd-boot
 //     uses, starts nothing else.
-//   - any of the Linux headers above inside a gzip stream (Debian's arm64
+//   - any of the Linux headers above inside a gzip stream (Ubuntu's arm64
 //     vmlinuz): GRUB decompresses it (gzio); the firmware cannot.
 //
 // Which of these a bootloader accepts is Check's business: GRUB's linux

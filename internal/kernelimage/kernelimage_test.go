@@ -106,7 +106,7 @@ func TestDetect(t *testing.T) {
 		{"x86 bzImage without EFI stub", build(layout{x86: true, body: 8192, version: 0x020A}), "x86 bzImage (boot protocol 2.10) without an EFI stub", []string{"for systemd-boot", "needs an uncompressed PE/COFF"}, true, false},
 		{"arm64 Image with EFI stub", arm, "arm64 Image with an EFI stub (PE arm64)", nil, true, true},
 		{"arm64 Image without EFI stub", build(layout{arm64: true, body: 8192}), "arm64 Image without an EFI stub", nil, true, false},
-		{"gzip arm64 Image (Debian arm64)", gz(arm), "gzip-compressed arm64 Image", []string{"for systemd-boot"}, true, false},
+		{"gzip arm64 Image (Ubuntu arm64)", gz(arm), "gzip-compressed arm64 Image", []string{"for systemd-boot"}, true, false},
 		{"unified kernel image (PE only)", build(layout{pe: 0x8664, body: 8192}), "PE/COFF EFI application without a Linux boot header (PE x86-64)", []string{"for GRUB", "needs a Linux boot header"}, false, true},
 		{"riscv64 PE", build(layout{pe: 0x5064, body: 8192}), "PE/COFF EFI application without a Linux boot header (PE riscv64)", nil, false, true},
 		{"x86 bzImage with a damaged PE header", func() []byte { b := bytes.Clone(bz); copy(b[0x80:], "XX"); return b }(), "x86 bzImage (boot protocol 2.15) without an EFI stub", nil, true, false},
