@@ -230,7 +230,24 @@ func timed(name string, args ...string) (result, error) {
 	return result{elapsed: el, maxRSS: rss, out: out.String()}, nil
 }
 
+// dd times dd of src into dst at off, twice back to back, and keeps the
+// faster run: dd's first write after sealift's direct I/O finds none of
+// the slot's pages in the page cache and was up to 3x slower than its
+// second, which reuses them. The second is the most favourable case for
+// dd, so the ratios are conservative.
 func dd(src, dst string, off int64) (result, error) {
+	a, err := dd1(src, dst, off)
+	if err != nil {
+		return a, err
+	}
+	b, err := dd1(src, dst, off)
+	if err != nil || a.elapsed < b.elapsed {
+		return a, err
+	}
+	return b, nil
+}
+
+func dd1(src, dst string, off int64) (result, error) {
 	settle()
 	return timed("dd", "if="+src, "of="+dst, "bs=4M", "oflag=seek_bytes", "seek="+strconv.FormatInt(off, 10),
 		"conv=notrunc,fsync", "status=none")
