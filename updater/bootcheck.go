@@ -82,6 +82,13 @@ func (u *Updater) BootCheck() (*BootCheck, error) {
 			case "interrupted":
 				msg += fmt.Sprintf("; the update to %s in slot %s was interrupted while writing", p.Version, p.Slot)
 			}
+			// A good slot GRUB could not load is no longer good, with
+			// nothing pending to explain it: say so here.
+			if lf, ok := u.Boot.(loadFailures); ok {
+				if slot, file, err := lf.LoadFailure(); err == nil && slot == running.Other() {
+					msg += "; " + loadFailedCause(slot, file)
+				}
+			}
 			st.Record(state.Event{At: u.now(), Kind: state.EventBooted, Slot: running, Version: ver, Message: msg})
 			return bc, u.State.Save(st)
 		}

@@ -7,6 +7,7 @@ import (
 
 	"sealift/bootloader"
 	"sealift/bootloader/grubenv"
+	"sealift/updater/state"
 )
 
 func TestBootCheck(t *testing.T) {
@@ -167,5 +168,34 @@ func TestStatusAfterMarkBadBeforeReboot(t *testing.T) {
 	}
 	if len(st.Notes) != 1 || !strings.Contains(st.Notes[0], `marked bad: health check "kubelet" failed`) || !strings.Contains(st.Notes[0], "falls back to A") {
 		t.Fatalf("notes: %q", st.Notes)
+	}
+}
+
+// fixedRuntime is a booted system running one slot.
+type fixedRuntime bootloader.Slot
+
+func (f fixedRuntime) RunningSlot() (bootloader.Slot, error) { return bootloader.Slot(f), nil }
+
+// TestBootCheckNamesAGoodSlotGRUBCouldNotLoad: GRUB demoted slot B, which
+// was good (nothing pending), after failing to load its kernel; the boot
+// of A records why B is no longer good.
+func TestBootCheckNamesAGoodSlotGRUBCouldNotLoad(t *testing.T) {
+	r := newRig(t, backends[1].make)
+	mustInstall(t, r.u, image(1, 16*4096), "v1")
+	mustBoot(t, r.u, bootloader.SlotA, true)
+	r.u.MarkGood()
+	mustInstall(t, r.u, image(2, 16*4096), "v2")
+	mustBoot(t, r.u, bootloader.SlotB, true)
+	r.u.MarkGood()
+	recordLoadFailure(t, r, "B", "vmlinuz")
+	r.u.Runtime = fixedRuntime(bootloader.SlotA)
+	if bc, err := r.u.BootCheck(); err != nil || bc.Result != "no-update" {
+		t.Fatalf("%+v %v", bc, err)
+	}
+	evs, _ := r.u.Events(0)
+	last := evs[len(evs)-1]
+	if last.Kind != state.EventBooted || !strings.Contains(last.Message, "booted v1 from slot A") ||
+		!strings.Contains(last.Message, "GRUB could not load the slot's kernel") {
+		t.Fatalf("boot event %+v", last)
 	}
 }
