@@ -176,8 +176,7 @@ func writeSlot(ctx context.Context, stream ImageStream, size int64, dev SlotDevi
 			return nil, context.Cause(ctx)
 		}
 	}
-	var put func(buf []byte, off int64, n int) error
-	put = func(buf []byte, off int64, n int) error {
+	put := func(buf []byte, off int64, n int) error {
 		if n == 0 {
 			free <- buf[:cap(buf)]
 			return nil
