@@ -92,7 +92,14 @@ func (s *scenario) initDisk() {
 // esp opens the disk's ESP read-only through sealift's own FAT code.
 func (s *scenario) esp() (bootloader.FS, func()) {
 	s.t.Helper()
-	d, err := partitions.Open(s.disk, false)
+	return s.openESP(false)
+}
+
+// openESP opens the disk's ESP through sealift's own FAT code, for
+// writing if write; the func it returns closes the disk.
+func (s *scenario) openESP(write bool) (bootloader.FS, func()) {
+	s.t.Helper()
+	d, err := partitions.Open(s.disk, write)
 	if err != nil {
 		s.t.Fatal(err)
 	}
