@@ -401,6 +401,20 @@ func TestSDBootHealthyUpdate(t *testing.T) {
 	s.healthyUpdate()
 }
 
+// TestSDBootCorruptedSlot: TestCorruptedSlotFallsBack on an sdboot disk
+// booted by systemd-boot: each boot of B counts its entry down
+// (+2 -> +1-1 -> +0-2) before dm-verity refuses the corrupted block and
+// the guest reboots; with B's entry at +0 systemd-boot boots A's, whose
+// boot-check records v2 as rolled back with its tries exhausted and
+// removes B's entry.
+func TestSDBootCorruptedSlot(t *testing.T) {
+	t.Parallel()
+	s := newScenario(t, getAssets(t))
+	s.backend = "sdboot"
+	defer s.summary()
+	s.corruptedSlot()
+}
+
 // TestSDBootHealthCheckFails: TestHealthCheckFailsGrubenv on an sdboot
 // disk booted by systemd-boot: B's entry boots once, sealift health marks
 // it bad (removing the entry) and reboots, systemd-boot boots A's entry.
