@@ -125,7 +125,7 @@ const (
 )
 
 // Agent runs the update loop. Its exported fields are set before Run and
-// not changed after, except through SetPolicy.
+// not changed after, except through SetPolicy and SetLocker.
 type Agent struct {
 	Node     Node
 	Rebooter Rebooter
@@ -184,12 +184,12 @@ func (a *Agent) SetPolicy(p Policy) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if p.Reboot == FleetLock && a.Locker == nil {
 		return errors.New("reboot strategy \"fleetlock\" needs a fleet lock server")
 	}
-	a.mu.Lock()
 	a.policy = p
-	a.mu.Unlock()
 	return nil
 }
 
@@ -249,12 +249,12 @@ func (a *Agent) Step(ctx context.Context) StepInfo {
 	a.opMu.Lock()
 	defer a.opMu.Unlock()
 	a.mu.Lock()
-	p, force := a.policy, a.force
+	p, force, lock := a.policy, a.force, a.Locker
 	a.force = false
 	a.mu.Unlock()
 
 	now := a.Clock.Now()
-	info, err := a.step(ctx, p, now, force)
+	info, err := a.step(ctx, p, lock, now, force)
 	info.At = now
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -291,7 +291,7 @@ func (a *Agent) nextCheck(p Policy, now time.Time) time.Time {
 	return now.Add(p.Interval + time.Duration(a.rand()*float64(p.Jitter)))
 }
 
-func (a *Agent) step(ctx context.Context, p Policy, now time.Time, force bool) (StepInfo, error) {
+func (a *Agent) step(ctx context.Context, p Policy, lock Locker, now time.Time, force bool) (StepInfo, error) {
 	st, err := a.Node.Status(ctx)
 	if err != nil {
 		return StepInfo{}, fmt.Errorf("read node status: %w", err)
@@ -307,7 +307,7 @@ func (a *Agent) step(ctx context.Context, p Policy, now time.Time, force bool) (
 			return StepInfo{Action: ActionTrial, Next: now.Add(trialPoll),
 				Detail: fmt.Sprintf("running %s in slot %s on trial; the fleet lock is kept until its health check decides", pend.Version, pend.Slot)}, nil
 		}
-		if err := a.unlock(ctx, p, now, st, h); err != nil {
+		if err := a.unlock(ctx, lock, now, st, h); err != nil {
 			return StepInfo{}, err
 		}
 		return StepInfo{Action: ActionLockReleased, Next: now, Detail: "gave the fleet lock back"}, nil
@@ -319,7 +319,7 @@ func (a *Agent) step(ctx context.Context, p Policy, now time.Time, force bool) (
 	}
 	// 3. A staged update waits for the reboot policy.
 	if staged {
-		return a.reboot(ctx, p, now, st)
+		return a.reboot(ctx, p, lock, now, st)
 	}
 	// 4. Check, and stage what there is to take.
 	if !force && len(p.Download) > 0 && !p.Download.Open(now) {
@@ -346,7 +346,7 @@ func (a *Agent) step(ctx context.Context, p Policy, now time.Time, force bool) (
 }
 
 // reboot applies the reboot policy to a staged update.
-func (a *Agent) reboot(ctx context.Context, p Policy, now time.Time, st *updater.Status) (StepInfo, error) {
+func (a *Agent) reboot(ctx context.Context, p Policy, lock Locker, now time.Time, st *updater.Status) (StepInfo, error) {
 	pend := st.Pending
 	wait := func(action, detail string, next time.Time) (StepInfo, error) {
 		_ = a.Node.Record(state.Event{At: now, Kind: state.EventRebootWaiting, Slot: pend.Slot, Version: pend.Version, Message: detail})
@@ -363,7 +363,7 @@ func (a *Agent) reboot(ctx context.Context, p Policy, now time.Time, st *updater
 		}
 	}
 	if p.Reboot == FleetLock && st.FleetLock == nil {
-		err := a.Locker.Lock(ctx)
+		err := lock.Lock(ctx)
 		if errors.Is(err, ErrLockBusy) {
 			return wait(ActionWaitLock, fmt.Sprintf("%s is staged in slot %s; the fleet lock of group %s is busy, asking again in %s",
 				pend.Version, pend.Slot, p.LockGroup, lockPoll), now.Add(lockPoll))
@@ -375,7 +375,7 @@ func (a *Agent) reboot(ctx context.Context, p Policy, now time.Time, st *updater
 		if err := a.Node.SetFleetLock(h); err != nil {
 			// Not knowing we hold it would keep the fleet blocked: give
 			// it back rather than reboot.
-			_ = a.Locker.Unlock(ctx)
+			_ = lock.Unlock(ctx)
 			return StepInfo{}, fmt.Errorf("record the fleet lock: %w", err)
 		}
 		_ = a.Node.Record(state.Event{At: now, Kind: state.EventLockTaken, Slot: pend.Slot, Version: pend.Version,
@@ -394,11 +394,11 @@ func (a *Agent) reboot(ctx context.Context, p Policy, now time.Time, st *updater
 
 // unlock gives the fleet lock back after the slot it was taken for was
 // judged.
-func (a *Agent) unlock(ctx context.Context, p Policy, now time.Time, st *updater.Status, h *state.LockHold) error {
-	if a.Locker == nil {
+func (a *Agent) unlock(ctx context.Context, lock Locker, now time.Time, st *updater.Status, h *state.LockHold) error {
+	if lock == nil {
 		return fmt.Errorf("a fleet lock of group %s is recorded as held but no fleet lock server is configured to give it back to", h.Group)
 	}
-	if err := a.Locker.Unlock(ctx); err != nil {
+	if err := lock.Unlock(ctx); err != nil {
 		return fmt.Errorf("give the fleet lock back: %w", err)
 	}
 	if err := a.Node.SetFleetLock(nil); err != nil {
