@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -30,6 +29,7 @@ import (
 
 	"sealift/bootloader"
 	"sealift/internal/kernelimage"
+	"sealift/internal/testimage"
 	"sealift/partitions"
 	"sealift/partitions/verity"
 )
@@ -73,7 +73,7 @@ func run(bin, work, sizeStr string, runs int) error {
 	fmt.Printf("sealift bench: %d MiB image, %d runs each, median reported, in %s\n", size>>20, runs, work)
 
 	data := filepath.Join(work, "root.img")
-	if err := writeRandom(data, size); err != nil {
+	if err := testimage.WriteFile(data, size, 1, testimage.Random); err != nil {
 		return err
 	}
 	blocks := size / verity.BlockSize
@@ -162,7 +162,7 @@ func run(bin, work, sizeStr string, runs int) error {
 	}
 	uo, ud := median(upd), median(udd)
 	fsData := filepath.Join(work, "fs-like.img")
-	if err := writeFSLike(fsData, size); err != nil {
+	if err := testimage.WriteFile(fsData, size, 2, testimage.FSLike); err != nil {
 		return err
 	}
 	fupd, fudd, err := benchUpdate(bin, filepath.Join(work, "fs-like"), fsData, size, runs)
@@ -294,78 +294,6 @@ func field(out, re string) string {
 		return ""
 	}
 	return m[1]
-}
-
-func writeRandom(path string, size int64) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	rng := rand.NewChaCha8([32]byte{1})
-	buf := make([]byte, 4<<20)
-	for done := int64(0); done < size; {
-		n := min(int64(len(buf)), size-done)
-		rng.Read(buf[:n])
-		if _, err := f.Write(buf[:n]); err != nil {
-			f.Close()
-			return err
-		}
-		done += n
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// writeFSLike writes size bytes shaped like a root filesystem image: each
-// 4 KiB block is random, text, zeros or a repeat of an earlier block, in
-// equal shares, which zstd -3 shrinks to about half.
-func writeFSLike(path string, size int64) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	rng := rand.New(rand.NewChaCha8([32]byte{2}))
-	const text = "the quick brown fox jumps over the lazy dog 0123456789\n"
-	var prev [][]byte // earlier blocks to repeat
-	buf := make([]byte, 4<<20)
-	for done := int64(0); done < size; {
-		n := min(int64(len(buf)), size-done)
-		for off := int64(0); off < n; off += 4096 {
-			blk := buf[off : off+4096]
-			switch rng.IntN(4) {
-			case 0:
-				for i := range blk {
-					blk[i] = byte(rng.Uint32())
-				}
-			case 1:
-				for i := range blk {
-					blk[i] = text[rng.IntN(len(text))]
-				}
-			case 2:
-				clear(blk)
-			case 3:
-				if len(prev) > 0 {
-					copy(blk, prev[rng.IntN(len(prev))])
-				}
-			}
-			if len(prev) < 256 {
-				prev = append(prev, append([]byte(nil), blk...))
-			}
-		}
-		if _, err := f.Write(buf[:n]); err != nil {
-			f.Close()
-			return err
-		}
-		done += n
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 func lookTool(name string) (string, error) {

@@ -2,6 +2,7 @@
 package testutil
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"testing"
@@ -37,4 +38,17 @@ func Run(t testing.TB, name string, args ...string) string {
 		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
 	}
 	return string(out)
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that nothing listens on right
+// now. Another process may take it before the caller binds it, so servers
+// started on it are retried on failure.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -32,16 +31,6 @@ type etcdProc struct {
 	log                *os.File
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startEtcd starts a one-member etcd; a port taken between choosing and
 // binding it is retried with new ports.
 func startEtcd(t *testing.T) *etcdProc {
@@ -51,8 +40,8 @@ func startEtcd(t *testing.T) *etcdProc {
 	var lastErr error
 	for try := 0; try < 3; try++ {
 		e := &etcdProc{t: t, bin: bin, dir: dir,
-			clientURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
-			peerURL:   fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
+			clientURL: fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(t)),
+			peerURL:   fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(t))}
 		if lastErr = e.start(); lastErr == nil {
 			t.Cleanup(e.kill)
 			return e

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"sealift/internal/kernelimage"
+	"sealift/internal/testimage"
 	"sealift/updater/oci"
 	"sealift/updater/release"
 )
@@ -27,31 +27,8 @@ var (
 	testCreated = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 )
 
-// fillImage fills b with content that compresses about as well as a root
-// filesystem: a mix of random blocks, text-like blocks, zero blocks and
-// repeats of earlier blocks.
-func fillImage(b []byte, seed uint64) {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	const text = "the quick brown fox jumps over the lazy dog 0123456789\n"
-	for off := 0; off < len(b); off += 4096 {
-		blk := b[off:min(off+4096, len(b))]
-		switch r.IntN(4) {
-		case 0:
-			for i := range blk {
-				blk[i] = byte(r.Uint32())
-			}
-		case 1:
-			for i := range blk {
-				blk[i] = text[r.IntN(len(text))]
-			}
-		case 2:
-			clear(blk)
-		case 3:
-			src := (off / 2) &^ 4095
-			copy(blk, b[src:src+len(blk)])
-		}
-	}
-}
+// fillImage fills b with content shaped like a root filesystem.
+var fillImage = testimage.FSLike
 
 // writeFile writes data under dir and returns its path.
 func writeFile(t testing.TB, dir, name string, data []byte) string {

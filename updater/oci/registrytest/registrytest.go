@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -47,10 +46,7 @@ func StartRegistry(t testing.TB) (host string) {
 }
 
 func start(t testing.TB, bin, dir string) (string, error) {
-	port, err := freePort()
-	if err != nil {
-		return "", err
-	}
+	port := testutil.FreePort(t)
 	host := fmt.Sprintf("127.0.0.1:%d", port)
 	storage := filepath.Join(dir, fmt.Sprintf("storage-%d", port))
 	cfg := fmt.Sprintf(`version: 0.1
@@ -135,15 +131,6 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // InProcess starts go-containerregistry's in-memory registry on
