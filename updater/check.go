@@ -187,7 +187,7 @@ func decide(targets map[string]signing.TargetInfo, running string, failed map[st
 	switch {
 	case running == "" && best != nil:
 		res.Take, res.Reason = best, "no release is running"
-		if best != res.Newest {
+		if best.Target != newest.Target {
 			res.Reason += "; " + notYet()
 		}
 	case running == "":
@@ -206,7 +206,7 @@ func decide(targets map[string]signing.TargetInfo, running string, failed map[st
 			res.Reason = fmt.Sprintf("up to date: %s is the newest release", running)
 		case c > 0 && best != nil && CompareVersions(best.Meta.Version, running) > 0:
 			res.Take, res.Reason = best, fmt.Sprintf("%s is newer than the running %s", best.Meta.Version, running)
-			if best != res.Newest {
+			if best.Target != newest.Target {
 				res.Reason += "; " + notYet()
 			}
 		case c > 0:

@@ -151,6 +151,7 @@ func TestDecideRollout(t *testing.T) {
 		{"a second early", targets(staged("1.1", &def, false)), "1.0", wave4, at731.Add(-time.Second), node, "", false, "eligible at", 4, false},
 		{"at its time", targets(staged("1.1", &def, false)), "1.0", wave4, at731, node, "1.1", false, "newer than the running", 4, true},
 		{"canary seed early", targets(staged("1.1", &def, false)), "1.0", 3, t0.Add(15 * time.Minute), node, "1.1", false, "newer", 1, true},
+		{"fresh node takes the newest", targets(rel("k8s", "x86_64", "1.1", false)), "", 0, t0, node, "1.1", false, "no release is running", 0, false},
 		{"before the start", targets(staged("1.1", &def, false)), "1.0", 0, t0.Add(-time.Hour), node, "", false, "eligible at 2026-12-01T00:03:00Z, wave 1 of 7", 1, false},
 		{"halted: not taken even when its time passed", targets(staged("1.1", &halted, false)), "1.0", 3, t0.Add(2 * day), node,
 			"", false, "rollout halted since 2026-12-02T06:00:00Z", 1, false},
@@ -186,6 +187,10 @@ func TestDecideRollout(t *testing.T) {
 			}
 			if got != c.take || res.Downgrade != c.downgrade || !strings.Contains(res.Reason, c.reason) || res.Seed != c.seed {
 				t.Fatalf("take %q downgrade %v reason %q", got, res.Downgrade, res.Reason)
+			}
+			// Taking the newest release leaves nothing to wait for.
+			if got != "" && res.Newest != nil && got == res.Newest.Meta.Version && strings.Contains(res.Reason, "not yet available") {
+				t.Fatalf("takes the newest %s, yet the reason says it waits: %q", got, res.Reason)
 			}
 			switch {
 			case c.wave == 0 && res.Rollout != nil && !res.Rollout.Beyond:
