@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"sealift/bootloader"
+	"sealift/internal/sdnotify"
 	"sealift/updater"
 	"sealift/updater/agent"
 	"sealift/updater/config"
@@ -248,6 +249,8 @@ func cmdAgent(g *globals, args []string) error {
 		st, _ := node.Status(ctx)
 		evs, _ := node.Events(ctx, 0)
 		metrics.Observe(info, st, evs)
+		// systemctl status shows the agent's latest decision.
+		_, _ = sdnotify.Notify("STATUS=" + stepStatus(info))
 	}
 
 	// SIGHUP reloads the config (and drop-ins); a bad one is reported and
@@ -285,6 +288,14 @@ func cmdAgent(g *globals, args []string) error {
 		}
 	}()
 
+	// Under systemd (Type=notify) the agent is ready once its API serves.
+	if _, err := sdnotify.Notify(sdnotify.Ready + "\nSTATUS=starting"); err != nil {
+		g.log.WithError(err).Warn("could not tell systemd the agent is ready")
+	}
+	if d := sdnotify.WatchdogInterval(); d > 0 {
+		go watchdog(ctx, a, d/2)
+	}
+	defer sdnotify.Notify(sdnotify.Stopping)
 	p := a.Policy()
 	g.log.WithFields(logrus.Fields{"socket": cfg.Agent.Socket, "interval": p.Interval, "reboot": p.Reboot,
 		"metrics": cfg.Agent.MetricsListen}).Info("agent started")
@@ -296,6 +307,35 @@ func cmdAgent(g *globals, args []string) error {
 	err = a.Run(ctx, wake, nil)
 	g.log.Info("agent stopped")
 	return err
+}
+
+// watchdog tells systemd the agent is alive every period, for as long as
+// its state lock can be taken: an agent wedged on it stops pinging and
+// systemd restarts it (WatchdogSec= in sealift-agent.service). A long
+// step (a download) holds a different lock and keeps the agent alive.
+func watchdog(ctx context.Context, a *agent.Agent, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = a.Last()
+			_, _ = sdnotify.Notify(sdnotify.Watchdog)
+		}
+	}
+}
+
+// stepStatus is a step as one line for systemd's STATUS=.
+func stepStatus(info agent.StepInfo) string {
+	what := info.Detail
+	if info.Err != "" {
+		what = info.Err
+	}
+	// One line: a newline would end the assignment.
+	what = strings.Join(strings.Fields(what), " ")
+	return fmt.Sprintf("%s: %s (next step %s)", info.Action, what, info.Next.Format(time.RFC3339))
 }
 
 func logStep(log *logrus.Logger, info agent.StepInfo) {

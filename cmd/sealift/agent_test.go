@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -87,6 +88,10 @@ func TestCLIThroughAgent(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	p, disk, cfg, _ := agentNode(t, fmt.Sprintf("[agent]\nsocket = %q\n", sock))
 	p.release("1.0.0", 1)
+	// As under systemd: a notify socket and a watchdog of 200 ms.
+	notify := listenNotify(t)
+	t.Setenv("WATCHDOG_USEC", "200000")
+	t.Setenv("WATCHDOG_PID", fmt.Sprint(os.Getpid()))
 	done := make(chan int, 1)
 	go func() {
 		code, _, _ := cli(t, "agent", "--disk", disk, "--config", cfg, "--log-level", "error")
@@ -102,6 +107,14 @@ func TestCLIThroughAgent(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// READY=1 comes once the API serves; then the steps' STATUS= lines
+	// and the watchdog's pings.
+	notify.expect(t, "READY=1")
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("READY=1 before the API socket exists: %v", err)
+	}
+	notify.expect(t, "STATUS=staged: staged 1.0.0 in slot A")
+	notify.expect(t, "WATCHDOG=1")
 	// The first step stages 1.0.0 and then waits for the window.
 	var out string
 	for time.Now().Before(deadline) {
@@ -136,6 +149,7 @@ func TestCLIThroughAgent(t *testing.T) {
 	if _, err := os.Stat(sock); err == nil {
 		t.Error("socket left behind")
 	}
+	notify.expect(t, "STOPPING=1")
 	// The apply woke the agent, which was staging again when SIGTERM came:
 	// whatever it was doing, the disk is never half-flipped.
 	st := status(t, disk)
@@ -227,6 +241,54 @@ func TestRebootPlan(t *testing.T) {
 		c.Reboot.FleetLock.URL, c.Reboot.FleetLock.Group = "http://127.0.0.1:8470", "workers"
 		if got := rebootPlan(&c, tc.now); !strings.Contains(got, tc.want) {
 			t.Errorf("%s at %s: %q, want %q", tc.strategy, tc.now, got, tc.want)
+		}
+	}
+}
+
+// notifySocket stands for systemd's end of sd_notify(3).
+type notifySocket struct{ msgs chan string }
+
+func listenNotify(t *testing.T) *notifySocket {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	t.Setenv("NOTIFY_SOCKET", path)
+	n := &notifySocket{msgs: make(chan string, 1024)}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := conn.Read(buf)
+			if err != nil {
+				close(n.msgs)
+				return
+			}
+			n.msgs <- string(buf[:k])
+		}
+	}()
+	return n
+}
+
+// expect waits for a message that starts with prefix, skipping others.
+func (n *notifySocket) expect(t *testing.T, prefix string) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case m, ok := <-n.msgs:
+			if !ok {
+				t.Fatalf("notify socket closed before %q", prefix)
+			}
+			for _, line := range strings.Split(m, "\n") {
+				if strings.HasPrefix(line, prefix) {
+					return
+				}
+			}
+		case <-timeout:
+			t.Fatalf("no %q on the notify socket", prefix)
 		}
 	}
 }
