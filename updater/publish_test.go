@@ -309,6 +309,11 @@ func TestPublishReplaceAndNodes(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, nil, "", "up to date"},
+		{"staged the replaced bytes, updates again before its reboot", func(t *testing.T, c *channel) {
+			if _, err := c.update(CheckOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}, nil, "second", ""},
 		{"refreshed before the replace, downloads after it", nil, func(t *testing.T, c *channel, e earlyNode) (*InstallResult, error) {
 			return e.update(c)
 		}, "first", ""},
