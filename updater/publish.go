@@ -32,10 +32,10 @@ type PublishOptions struct {
 	// every node may take it at once.
 	Rollout *rollout.Plan
 	// Replace allows publishing a version that is already signed with
-	// other bytes. Nodes that run, staged or are downloading the replaced
-	// bytes keep them: a node compares versions, and the replacement has
-	// the same one (docs/publishing.md). A new version is nearly always
-	// what is wanted.
+	// other bytes. Nodes that run or staged the replaced bytes keep
+	// them, and so do most that were downloading them: a node compares
+	// versions, and the replacement has the same one (docs/publishing.md).
+	// A new version is nearly always what is wanted.
 	Replace bool
 }
 
