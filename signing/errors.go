@@ -49,6 +49,9 @@ var (
 	// its threshold, so it cannot produce metadata clients would accept
 	// (for example root keys kept offline).
 	ErrMissingKeys = errors.New("not enough signing keys for role")
+	// ErrTargetExists: AddNewTarget found the name already signed with
+	// other content.
+	ErrTargetExists = errors.New("target already signed with other content")
 	// ErrBadName: a target name outside the allowed character set or shape.
 	ErrBadName = errors.New("invalid target name")
 	// ErrBadCustom: target custom metadata is not a JSON object that

@@ -1,6 +1,7 @@
 package signing
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -303,15 +304,33 @@ func (r *Repo) TrustedRootPath() string {
 // custom: nil or a JSON object without fractional or exponent numbers (TUF
 // signs canonical JSON, which only has integers).
 func (r *Repo) AddTarget(name string, data []byte, custom json.RawMessage) error {
+	_, err := r.addTarget(name, data, custom, true)
+	return err
+}
+
+// AddNewTarget is AddTarget for a name whose content must not change once
+// signed. Under the repository lock, a name already signed with the same
+// length and sha256 is left as it is, custom metadata included (nothing
+// is re-signed; added is false), and a name signed with other content is
+// refused with ErrTargetExists. A check made before the lock cannot see a
+// concurrent publisher; this one can.
+func (r *Repo) AddNewTarget(name string, data []byte, custom json.RawMessage) (added bool, err error) {
+	return r.addTarget(name, data, custom, false)
+}
+
+// errUnchanged ends an update without writing anything.
+var errUnchanged = errors.New("unchanged")
+
+func (r *Repo) addTarget(name string, data []byte, custom json.RawMessage, replace bool) (bool, error) {
 	if err := validateTargetName(name); err != nil {
-		return err
+		return false, err
 	}
 	if len(data) > MaxTargetLength {
-		return fmt.Errorf("%w: %s is %d bytes, max %d", ErrTargetTooLarge, name, len(data), MaxTargetLength)
+		return false, fmt.Errorf("%w: %s is %d bytes, max %d", ErrTargetTooLarge, name, len(data), MaxTargetLength)
 	}
 	c, err := normalizeCustom(custom)
 	if err != nil {
-		return err
+		return false, err
 	}
 	sum := sha256.Sum256(data)
 	tf := &metadata.TargetFiles{
@@ -322,7 +341,14 @@ func (r *Repo) AddTarget(name string, data []byte, custom json.RawMessage) error
 	if c != nil {
 		tf.Custom = &c
 	}
-	return r.update(func(st *state) error {
+	err = r.update(func(st *state) error {
+		if old, ok := st.targets.Signed.Targets[name]; ok && !replace {
+			if old.Length == tf.Length && bytes.Equal(old.Hashes["sha256"], sum[:]) {
+				return errUnchanged
+			}
+			return fmt.Errorf("%w: %s is signed as sha256:%x (%d bytes), not sha256:%x (%d bytes)",
+				ErrTargetExists, name, []byte(old.Hashes["sha256"]), old.Length, sum[:], tf.Length)
+		}
 		p := filepath.Join(r.dir, "targets", filepath.FromSlash(TargetURLPath(name, hex.EncodeToString(sum[:]))))
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
@@ -333,6 +359,10 @@ func (r *Repo) AddTarget(name string, data []byte, custom json.RawMessage) error
 		st.targets.Signed.Targets[name] = tf
 		return nil
 	})
+	if errors.Is(err, errUnchanged) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // SetTargetCustom replaces the custom metadata of an existing target (halt,

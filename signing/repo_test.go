@@ -1,6 +1,7 @@
 package signing
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -136,6 +137,58 @@ func TestAddTargetValidation(t *testing.T) {
 				t.Fatalf("AddTarget(%q): %v, want %v", tc.target, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestAddNewTarget: a signed name keeps its content. The same bytes again
+// change nothing (not even the custom metadata), other bytes are refused,
+// and only AddTarget replaces them.
+func TestAddNewTarget(t *testing.T) {
+	const name = "k8s/x86_64/1.0.0.json"
+	cases := []struct {
+		name      string
+		target    string
+		data      []byte
+		custom    string
+		wantAdded bool
+		wantErr   error
+	}{
+		{"same bytes", name, manifestA, `{"version":"1.0.0","rollout":{}}`, false, nil},
+		{"other bytes", name, manifestB, `{"version":"1.0.0"}`, false, ErrTargetExists},
+		{"new name", "k8s/x86_64/1.0.1.json", manifestB, `{"version":"1.0.1"}`, true, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, InitOptions{})
+			mustDo(t, "AddTarget", e.repo.AddTarget(name, manifestA, json.RawMessage(`{"version":"1.0.0"}`)))
+			before, err := e.repo.Files()
+			mustDo(t, "Files", err)
+			added, err := e.repo.AddNewTarget(tc.target, tc.data, json.RawMessage(tc.custom))
+			if added != tc.wantAdded || !errors.Is(err, tc.wantErr) {
+				t.Fatalf("AddNewTarget: added %v, %v; want %v, %v", added, err, tc.wantAdded, tc.wantErr)
+			}
+			if err != nil && (!strings.Contains(err.Error(), fmt.Sprintf("sha256:%x", sha256.Sum256(manifestA))) ||
+				!strings.Contains(err.Error(), fmt.Sprintf("sha256:%x", sha256.Sum256(manifestB)))) {
+				t.Fatalf("error %q does not name both sha256", err)
+			}
+			after, err := e.repo.Files()
+			mustDo(t, "Files", err)
+			if changed := string(before["timestamp.json"]) != string(after["timestamp.json"]); changed != tc.wantAdded {
+				t.Fatalf("metadata re-signed: %v, want %v", changed, tc.wantAdded)
+			}
+			ts, err := e.repo.Targets()
+			mustDo(t, "Targets", err)
+			if got := ts[name]; got.SHA256 != fmt.Sprintf("%x", sha256.Sum256(manifestA)) || string(got.Custom) != `{"version":"1.0.0"}` {
+				t.Fatalf("%s is now %+v", name, got)
+			}
+		})
+	}
+	// AddTarget still replaces, as its callers ask for.
+	e := newEnv(t, InitOptions{})
+	mustDo(t, "AddTarget", e.repo.AddTarget(name, manifestA, nil))
+	mustDo(t, "AddTarget", e.repo.AddTarget(name, manifestB, nil))
+	if ts, _ := e.repo.Targets(); ts[name].SHA256 != fmt.Sprintf("%x", sha256.Sum256(manifestB)) {
+		t.Fatalf("AddTarget did not replace: %+v", ts[name])
 	}
 }
 

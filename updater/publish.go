@@ -2,7 +2,10 @@ package updater
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -19,7 +22,7 @@ import (
 
 // PublishRelease publishes a release that every node may take at once
 // (PublishReleaseWith without a rollout plan).
-func PublishRelease(ctx context.Context, pub oci.Publisher, repo *signing.Repo, img v1.Image, cfg *release.Config) (string, string, error) {
+func PublishRelease(ctx context.Context, pub oci.Publisher, repo *signing.Repo, img v1.Image, cfg *release.Config) (*PublishResult, error) {
 	return PublishReleaseWith(ctx, pub, repo, img, cfg, PublishOptions{})
 }
 
@@ -28,37 +31,142 @@ type PublishOptions struct {
 	// Rollout stages the release in waves (docs/rollout.md); nil means
 	// every node may take it at once.
 	Rollout *rollout.Plan
+	// Replace allows publishing a version that is already signed with
+	// other bytes. Nodes that run or staged the replaced bytes keep
+	// them, and so do most that were downloading them: a node compares
+	// versions, and the replacement has the same one (docs/publishing.md).
+	// A new version is nearly always what is wanted.
+	Replace bool
 }
+
+// PublishResult is what a publish did.
+type PublishResult struct {
+	Target string // TUF target name
+	Digest string // manifest digest signed for Target
+	// AlreadyPublished: Target was signed with these very bytes already.
+	// Nothing was re-signed and its signed metadata (rollout plan,
+	// halt, recall) was kept; the artifact and the current metadata
+	// were pushed again, which completes an interrupted publish.
+	AlreadyPublished bool
+	// Replaced is the manifest digest Target was signed with before a
+	// publish with Replace; "" when nothing was replaced.
+	Replaced string
+	// Meta is the release's signed metadata after the publish.
+	Meta ReleaseMeta
+}
+
+// ErrAlreadyPublished: a publish without Replace of a version already
+// signed with other bytes. The error is a *PublishedError.
+var ErrAlreadyPublished = errors.New("version already published with other bytes")
+
+// PublishedError refuses to publish a version already signed with
+// other bytes. It matches ErrAlreadyPublished and ErrBadInput.
+type PublishedError struct {
+	Version   string
+	Target    string // TUF target name
+	Published string // manifest digest signed for Target
+	New       string // manifest digest of the refused release
+	// Raced: another publisher signed Target between this one's check
+	// and its signing, after this one had pushed its artifact, so the
+	// version tag in the registry may name the refused release.
+	Raced bool
+}
+
+func (e *PublishedError) Error() string {
+	msg := fmt.Sprintf("release %s is already published with other bytes: target %s is signed as manifest %s, this release is manifest %s",
+		e.Version, e.Target, e.Published, e.New)
+	if e.Raced {
+		msg += " (signed by another publisher meanwhile; the version tag may name this release until the signed one is published again)"
+	}
+	return msg
+}
+
+func (e *PublishedError) Unwrap() []error { return []error{ErrAlreadyPublished, ErrBadInput} }
 
 // PublishReleaseWith pushes a built release and signs it: the artifact
 // goes up first (blobs, then manifest under the version tag), then the
 // TUF target pinning the manifest's bytes is added, then the new metadata
 // is pushed. A node therefore never sees a signed target whose artifact
-// is missing. An invalid plan is refused (ErrBadInput, naming the field)
-// before anything is pushed. It returns the target name and the manifest
-// digest.
-func PublishReleaseWith(ctx context.Context, pub oci.Publisher, repo *signing.Repo, img v1.Image, cfg *release.Config, o PublishOptions) (string, string, error) {
+// is missing.
+//
+// Before anything is pushed, an invalid plan is refused (ErrBadInput,
+// naming the field), and so is a version already signed with other
+// bytes unless o.Replace (*PublishedError). A version already signed
+// with these bytes is not re-signed (PublishResult.AlreadyPublished).
+func PublishReleaseWith(ctx context.Context, pub oci.Publisher, repo *signing.Repo, img v1.Image, cfg *release.Config, o PublishOptions) (*PublishResult, error) {
 	if o.Rollout != nil {
 		if err := o.Rollout.Validate(); err != nil {
-			return "", "", fmt.Errorf("%w: release %s: %w", ErrBadInput, cfg.Version, err)
+			return nil, fmt.Errorf("%w: release %s: %w", ErrBadInput, cfg.Version, err)
 		}
 	}
-	digest, manifest, err := pub.PushImage(ctx, img, cfg.Version)
+	raw, err := img.RawManifest()
 	if err != nil {
-		return "", "", fmt.Errorf("push release %s: %w", cfg.Version, err)
+		return nil, fmt.Errorf("release %s: %w", cfg.Version, err)
 	}
-	meta, err := json.Marshal(ReleaseMeta{Version: cfg.Version, Variant: cfg.Variant, Arch: cfg.Arch, Rollout: o.Rollout})
-	if err != nil {
-		return "", "", err
-	}
+	sum := sha256.Sum256(raw)
+	newHex := hex.EncodeToString(sum[:])
+	newDigest := "sha256:" + newHex
 	name := TargetName(cfg.Variant, cfg.Arch, cfg.Version)
-	if err := repo.AddTarget(name, manifest, meta); err != nil {
-		return "", "", fmt.Errorf("sign release %s: %w", cfg.Version, err)
+	ts, err := repo.Targets()
+	if err != nil {
+		return nil, err
 	}
+	res := &PublishResult{Target: name, Digest: newDigest}
+	old, signed := ts[name]
+	switch {
+	case !signed:
+	case old.SHA256 == newHex:
+		res.AlreadyPublished = true
+	case !o.Replace:
+		return nil, &PublishedError{Version: cfg.Version, Target: name, Published: "sha256:" + old.SHA256, New: newDigest}
+	default:
+		res.Replaced = "sha256:" + old.SHA256
+	}
+
+	// Pushed again when already published too: it is idempotent, and puts
+	// the version tag back on the signed manifest if it was moved.
+	if _, _, err := pub.PushImage(ctx, img, cfg.Version); err != nil {
+		return nil, fmt.Errorf("push release %s: %w", cfg.Version, err)
+	}
+	if !res.AlreadyPublished {
+		meta := ReleaseMeta{Version: cfg.Version, Variant: cfg.Variant, Arch: cfg.Arch, Rollout: o.Rollout}
+		b, err := json.Marshal(meta)
+		if err != nil {
+			return nil, err
+		}
+		added := true
+		if o.Replace {
+			err = repo.AddTarget(name, raw, b)
+		} else {
+			// The check above did not hold the repository lock: another
+			// publisher may have signed this version since.
+			added, err = repo.AddNewTarget(name, raw, b)
+		}
+		switch {
+		case errors.Is(err, signing.ErrTargetExists):
+			pe := &PublishedError{Version: cfg.Version, Target: name, New: newDigest, Raced: true}
+			if now, terr := repo.Targets(); terr == nil {
+				pe.Published = "sha256:" + now[name].SHA256
+			}
+			return nil, pe
+		case err != nil:
+			return nil, fmt.Errorf("sign release %s: %w", cfg.Version, err)
+		}
+		res.AlreadyPublished, res.Meta = !added, meta
+	}
+	if res.AlreadyPublished {
+		m, err := ReleaseInfo(repo, name)
+		if err != nil {
+			return nil, err
+		}
+		res.Meta = *m
+	}
+	// Also when nothing was signed now: a publish interrupted after
+	// signing left metadata that only this push makes visible.
 	if err := PushMetadata(ctx, pub, repo); err != nil {
-		return "", "", err
+		return nil, err
 	}
-	return name, digest, nil
+	return res, nil
 }
 
 // SetRecalled marks a published release recalled (or not) in its signed

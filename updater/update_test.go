@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"sealift/bootloader"
 	"sealift/internal/kernelimage"
 	"sealift/signing"
@@ -67,6 +69,17 @@ func newChannel(t *testing.T) *channel {
 // build builds a release of a small generated root image.
 func (c *channel) build(version, variant, arch string) (*release.Config, func() error) {
 	c.t.Helper()
+	im, cfg := c.buildImage(version, variant, arch)
+	return cfg, func() error {
+		_, err := PublishRelease(context.Background(), c.pub, c.repo, im, cfg)
+		return err
+	}
+}
+
+// buildImage builds a release without publishing it. Each build of a
+// version has other bytes (a random verity salt) but the same root image.
+func (c *channel) buildImage(version, variant, arch string) (v1.Image, *release.Config) {
+	c.t.Helper()
 	dir := c.t.TempDir()
 	img := image(int64(len(version))*7919+int64(version[len(version)-1]), 40*4096)
 	c.images[version] = img
@@ -87,10 +100,7 @@ func (c *channel) build(version, variant, arch string) (*release.Config, func() 
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	return cfg, func() error {
-		_, _, err := PublishRelease(context.Background(), c.pub, c.repo, im, cfg)
-		return err
-	}
+	return im, cfg
 }
 
 func (c *channel) publish(version string) {

@@ -77,10 +77,11 @@ func cmdReleaseBuild(g *globals, args []string) error {
 }
 
 func cmdReleasePublish(g *globals, args []string) error {
-	fs := g.flagSet("release publish", "release publish --tuf DIR --from LAYOUT --version V [--plan FILE|default [--start TIME]] (--repository R | --layout DIR)", false)
+	fs := g.flagSet("release publish", "release publish --tuf DIR --from LAYOUT --version V [--plan FILE|default [--start TIME]] [--replace] (--repository R | --layout DIR)", false)
 	tufDir := fs.String("tuf", "", "TUF repository directory (sealift repo init)")
 	from := fs.String("from", "", "OCI layout written by 'release build'")
 	ver := fs.String("version", "", "version (tag) of the release in --from")
+	replace := fs.Bool("replace", false, "publish even if the version is already published with other bytes; nodes already on that version keep the old bytes (docs/publishing.md)")
 	var pf planFlags
 	pf.add(fs, "rollout plan file (docs/rollout.md), or \"default\"; without it every node may take the release at once")
 	var dest registryFlags
@@ -115,12 +116,28 @@ func cmdReleasePublish(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	target, digest, err := updater.PublishReleaseWith(context.Background(), pub, repo, img, cfg, updater.PublishOptions{Rollout: plan})
+	res, err := updater.PublishReleaseWith(context.Background(), pub, repo, img, cfg, updater.PublishOptions{Rollout: plan, Replace: *replace})
+	if errors.Is(err, updater.ErrAlreadyPublished) {
+		return fmt.Errorf("%w; publish this build as a new version (nodes already on %s would never take it under the same one), or pass --replace (docs/publishing.md)", err, cfg.Version)
+	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "published %s to %s\nsigned target: %s\nmanifest:      %s\n", cfg.Version, pub, target, digest)
-	describeRollout(g.stdout, &updater.ReleaseMeta{Rollout: plan}, publisherNow())
+	switch {
+	case res.AlreadyPublished:
+		fmt.Fprintf(g.stdout, "%s is already published with this manifest; nothing re-signed, pushed again to %s\n", cfg.Version, pub)
+		if plan != nil {
+			g.log.WithField("target", res.Target).Warn("--plan not applied: the release keeps its signed rollout plan ('sealift release rollout set' changes it)")
+		}
+	case res.Replaced != "":
+		fmt.Fprintf(g.stdout, "replaced %s in %s (was manifest %s)\n", cfg.Version, pub, res.Replaced)
+		g.log.WithFields(map[string]any{"version": cfg.Version, "replaced": res.Replaced, "manifest": res.Digest}).
+			Warn("replaced a published version: nodes that run or staged the replaced manifest keep it, as do most that were downloading it, and nodes that fell back from it skip the replacement (docs/publishing.md)")
+	default:
+		fmt.Fprintf(g.stdout, "published %s to %s\n", cfg.Version, pub)
+	}
+	fmt.Fprintf(g.stdout, "signed target: %s\nmanifest:      %s\n", res.Target, res.Digest)
+	describeRollout(g.stdout, &res.Meta, publisherNow())
 	return nil
 }
 
