@@ -428,15 +428,33 @@ func (a *Agent) Run(ctx context.Context, wake <-chan struct{}, after func(time.D
 		if a.OnStep != nil {
 			a.OnStep(info)
 		}
-		d := info.Next.Sub(a.Clock.Now())
+		if !a.sleepUntil(ctx, info.Next, wake, after) {
+			return nil
+		}
+	}
+}
+
+// wallCheck bounds each sleep of the loop. Timers run on the monotonic
+// clock, which does not jump; windows and waves are wall-clock times. A
+// node whose clock is set after boot (NTP, an RTC that was wrong) or that
+// resumes from suspend would otherwise keep sleeping the old duration
+// and miss its window.
+const wallCheck = time.Minute
+
+// sleepUntil waits until the wall clock reaches next, wake delivers, or
+// ctx ends (false).
+func (a *Agent) sleepUntil(ctx context.Context, next time.Time, wake <-chan struct{}, after func(time.Duration) <-chan time.Time) bool {
+	for {
+		d := next.Sub(a.Clock.Now())
 		if d <= 0 {
-			continue // the step asked for another one right away
+			return true // the step asked for another one right away
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-wake:
-		case <-after(d):
+			return true
+		case <-after(min(d, wallCheck)):
 		}
 	}
 }

@@ -400,8 +400,9 @@ func TestRunWakesAndStops(t *testing.T) {
 	}
 	done := make(chan error)
 	go func() { done <- r.a.Run(ctx, wake, after) }()
-	if d := <-timers; d != time.Hour {
-		t.Fatalf("first sleep %s, want the interval", d)
+	// The interval is slept a minute at a time (wallCheck).
+	if d := <-timers; d != wallCheck {
+		t.Fatalf("first sleep %s, want %s", d, wallCheck)
 	}
 	r.node.mu.Lock()
 	r.node.available = "1.1"
@@ -414,6 +415,45 @@ func TestRunWakesAndStops(t *testing.T) {
 	}
 	if r.reb.n != 1 {
 		t.Fatalf("%d reboots", r.reb.n)
+	}
+}
+
+// TestRunFollowsTheWallClock: a step waiting for a window runs when the
+// wall clock reaches the window's start, even when the clock jumps there
+// (set by NTP after boot) instead of the monotonic time passing.
+func TestRunFollowsTheWallClock(t *testing.T) {
+	r := newRig(t, Policy{Interval: 24 * time.Hour, Reboot: Window, RebootWindows: window(t, []string{"sat"}, "02:00", "2h", "UTC")}, nil)
+	r.node.available = "1.1"
+	windowStart := time.Date(2026, 11, 28, 2, 0, 0, 0, time.UTC) // the Saturday after t0
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fire := make(chan time.Time)
+	slept := make(chan time.Duration)
+	after := func(d time.Duration) <-chan time.Time {
+		slept <- d
+		return fire
+	}
+	done := make(chan error)
+	go func() { done <- r.a.Run(ctx, nil, after) }()
+	// Staged (next step at once), then waiting for Saturday's window,
+	// a minute at a time.
+	if d := <-slept; d != wallCheck {
+		t.Fatalf("sleep %s while waiting for the window, want %s", d, wallCheck)
+	}
+	if r.reb.n != 0 {
+		t.Fatal("rebooted outside the window")
+	}
+	// The clock jumps into the window; the next minute's look sees it.
+	// (Set before the timer fires: the channel orders the two.)
+	r.clock.t = windowStart.Add(time.Minute)
+	fire <- time.Time{}
+	<-slept // after the reboot request
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r.reb.n != 1 {
+		t.Fatalf("%d reboots after the clock reached the window, want 1", r.reb.n)
 	}
 }
 
