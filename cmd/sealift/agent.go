@@ -105,11 +105,23 @@ func (n *cliNode) SetFleetLock(h *state.LockHold) error {
 }
 
 func (n *cliNode) Cancel(context.Context) (p *state.Pending, err error) {
-	return p, n.withDisk(func(u *updater.Updater) error { p, err = u.Cancel(); return err })
+	return p, n.withDisk(func(u *updater.Updater) error {
+		c, err := u.Cancel(updater.Actor{})
+		if err == nil {
+			p = &c.Pending
+		}
+		return err
+	})
 }
 
 func (n *cliNode) Rollback(context.Context) (to bootloader.Slot, err error) {
-	return to, n.withDisk(func(u *updater.Updater) error { to, err = u.Rollback(); return err })
+	return to, n.withDisk(func(u *updater.Updater) error {
+		r, err := u.Rollback(updater.Actor{})
+		if err == nil {
+			to = r.To
+		}
+		return err
+	})
 }
 
 func (n *cliNode) Events(_ context.Context, after uint64) ([]state.Event, error) {

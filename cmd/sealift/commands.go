@@ -459,14 +459,17 @@ func cmdMarkBad(g *globals, args []string) error {
 
 func cmdRollback(g *globals, args []string) error {
 	return onDisk(g, args, "rollback", "rollback [--disk DISK]", nil, func(u *updater.Updater) (string, error) {
-		to, err := u.Rollback()
-		return fmt.Sprintf("next boot: %s (rollback)", to), err
+		r, err := u.Rollback(updater.Actor{})
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("next boot: %s (rollback)", r.To), nil
 	})
 }
 
 func cmdCancel(g *globals, args []string) error {
 	return onDisk(g, args, "cancel", "cancel [--disk DISK]", nil, func(u *updater.Updater) (string, error) {
-		p, err := u.Cancel()
+		p, err := u.Cancel(updater.Actor{})
 		if err != nil {
 			return "", err
 		}

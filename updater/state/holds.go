@@ -97,6 +97,21 @@ func (h Hold) ClearCommand() string {
 	return "sealift hold clear " + string(h.Kind)
 }
 
+// Effect says in plain words what the hold does.
+func (h Hold) Effect() string {
+	switch h.Kind {
+	case HoldSkip:
+		return fmt.Sprintf("%s is not taken; other releases are ('%s' allows it)", h.Version, h.ClearCommand())
+	case HoldPin:
+		return fmt.Sprintf("no release other than %s is taken ('%s' lifts it)", h.Version, h.ClearCommand())
+	}
+	end := "until it is cleared"
+	if !h.Until.IsZero() {
+		end = "until " + h.Until.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("no release is taken and the agent neither checks, stages nor reboots into one, %s ('%s' resumes updates)", end, h.ClearCommand())
+}
+
 // Against says why h keeps the node from taking version at now, or ""
 // when it does not.
 func (h Hold) Against(version string, now time.Time) string {
