@@ -426,15 +426,18 @@ func onDisk(g *globals, args []string, name, usage string, extra func(*pflag.Fla
 // agentOps are the disk commands a running agent carries out for the CLI.
 var agentOps = map[string]func(c *agent.Client) (string, error){
 	"cancel": func(c *agent.Client) (string, error) {
-		p, err := c.Cancel(context.Background())
+		p, err := c.Cancel(context.Background(), updater.Actor{})
 		if err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("cancelled the update to %s in slot %s (through the agent)", p.Version, p.Slot), nil
 	},
 	"rollback": func(c *agent.Client) (string, error) {
-		to, err := c.Rollback(context.Background())
-		return fmt.Sprintf("next boot: %s (rollback, through the agent)", to), err
+		r, err := c.Rollback(context.Background(), updater.Actor{})
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("next boot: %s (rollback, through the agent)", r.To), nil
 	},
 }
 
