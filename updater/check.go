@@ -154,6 +154,7 @@ func decide(targets map[string]signing.TargetInfo, running string, failed map[st
 		return res, nil
 	}
 	var skipped, held []string
+	notRecalled := len(eligible)
 	kept := eligible[:0]
 	for _, r := range eligible {
 		v := r.Meta.Version
@@ -182,7 +183,10 @@ func decide(targets map[string]signing.TargetInfo, running string, failed map[st
 	}()
 	if len(eligible) == 0 {
 		res.Reason = fmt.Sprintf("no signed release for variant %q, arch %q", o.Variant, o.Arch)
-		if len(all) > 0 {
+		switch {
+		case notRecalled > 0: // failed or skipped: said below
+			res.Reason = fmt.Sprintf("no signed release for variant %q, arch %q that this node may take", o.Variant, o.Arch)
+		case len(all) > 0:
 			res.Reason = fmt.Sprintf("every signed release for variant %q, arch %q is recalled", o.Variant, o.Arch)
 		}
 		return res, nil
