@@ -44,7 +44,7 @@ func TestEventHistory(t *testing.T) {
 		{state.EventMarkedGood, "A", "v1", "kept"},
 		{state.EventInstalled, "B", "v2", "next boot tries it"},
 		{state.EventCancelled, "B", "v2", "cancelled"},
-		{state.EventHoldSet, "", "v2", "hold skip v2 set by the operator (its staged update was cancelled"},
+		{state.EventHoldSet, "", "v2", ": its staged update was cancelled; v2 is not taken"},
 		{state.EventInterrupted, "B", "v3", "verity root hash"},
 		{state.EventInstalled, "B", "v4", "next boot"},
 		{state.EventMarkedBad, "B", "v4", "probe /healthz: 503"},

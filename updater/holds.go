@@ -78,7 +78,7 @@ func (u *Updater) SetHold(r HoldRequest) (*HoldChange, error) {
 
 func recordHoldSet(st *state.State, h state.Hold, now time.Time) {
 	st.Record(state.Event{At: now, Kind: state.EventHoldSet, Version: h.Version,
-		Message: fmt.Sprintf("hold %s set by %s (%s): %s", h.Name(), h.Who(), h.Detail(), h.Effect())})
+		Message: fmt.Sprintf("hold %s %s; %s", h.Name(), h.Origin(), h.Effect())})
 }
 
 // ClearHolds lifts the holds of kind (all holds when kind is empty); a
@@ -126,7 +126,7 @@ func (u *Updater) ClearHolds(kind state.HoldKind, version string, a Actor) ([]st
 		by = "the operator"
 	}
 	for _, h := range gone {
-		msg := fmt.Sprintf("hold %s (set by %s, %s) cleared by %s", h.Name(), h.Who(), h.Detail(), by)
+		msg := fmt.Sprintf("hold %s (%s) cleared by %s", h.Name(), h.Origin(), by)
 		if a.Reason != "" {
 			msg += ": " + a.Reason
 		}
@@ -153,7 +153,7 @@ func (u *Updater) expireHolds(st *state.State, now time.Time) bool {
 	gone := st.ClearHolds(func(h state.Hold) bool { return h.Expired(now) })
 	for _, h := range gone {
 		st.Record(state.Event{At: now, Kind: state.EventHoldExpired,
-			Message: fmt.Sprintf("the pause set by %s (%s) ended at %s", h.Who(), h.Detail(), h.Until.UTC().Format(time.RFC3339))})
+			Message: fmt.Sprintf("hold %s (%s) ended", h.Name(), h.Origin())})
 	}
 	return len(gone) > 0
 }

@@ -163,10 +163,10 @@ func TestSetAndClearHolds(t *testing.T) {
 	if k := strings.Join(kinds, ","); k != "hold-set,hold-set,hold-set,hold-cleared,hold-cleared" {
 		t.Fatalf("events %s", k)
 	}
-	if m := evs[3].Message; !strings.Contains(m, "hold skip 1.2 (set by the operator, since 2026-11-24T12:00:00Z) cleared by carol: fixed in 1.2-2") {
+	if m := evs[3].Message; !strings.Contains(m, "hold skip 1.2 (set by the operator at 2026-11-24T12:00:00Z) cleared by carol: fixed in 1.2-2") {
 		t.Fatalf("clear event %q", m)
 	}
-	if m := evs[0].Message; !strings.Contains(m, "hold pause until 2026-11-24T14:00:00Z set by alice (CVE review") || !strings.Contains(m, "neither checks, stages nor reboots") {
+	if m := evs[0].Message; !strings.Contains(m, "hold pause until 2026-11-24T14:00:00Z set by alice at 2026-11-24T12:00:00Z: CVE review; no release is taken") || !strings.Contains(m, "neither checks, stages nor reboots") {
 		t.Fatalf("set event %q", m)
 	}
 
@@ -186,7 +186,7 @@ func TestSetAndClearHolds(t *testing.T) {
 		t.Fatalf("clearing an ended pause: %v", err)
 	}
 	evs, _ = r.u.Events(0)
-	if e := evs[len(evs)-1]; e.Kind != state.EventHoldExpired || !strings.Contains(e.Message, "the pause set by dave (since 2026-11-24T12:00:00Z, until 2026-11-24T13:00:00Z) ended at 2026-11-24T13:00:00Z") {
+	if e := evs[len(evs)-1]; e.Kind != state.EventHoldExpired || e.Message != "hold pause until 2026-11-24T13:00:00Z (set by dave at 2026-11-24T12:00:00Z) ended" {
 		t.Fatalf("last event %+v", e)
 	}
 	if st, _ := r.store.Load(); len(st.Holds) != 0 {

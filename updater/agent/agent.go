@@ -437,7 +437,7 @@ func (a *Agent) held(ctx context.Context, p Policy, lock Locker, now time.Time, 
 	if h.Kind == state.HoldPause {
 		action = ActionPaused
 	}
-	detail := fmt.Sprintf("%s is staged in slot %s; not rebooting into it: %s ('sealift cancel' undoes the staging)", pend.Version, pend.Slot, why)
+	detail := fmt.Sprintf("%s is staged in slot %s; not rebooting into it: %s; 'sealift cancel' undoes the staging", pend.Version, pend.Slot, why)
 	_ = a.Node.Record(state.Event{At: now, Kind: state.EventRebootWaiting, Slot: pend.Slot, Version: pend.Version, Message: detail})
 	return StepInfo{Action: action, Next: a.heldUntil(p, now, h), Detail: detail}, nil
 }

@@ -89,6 +89,16 @@ func (h Hold) Detail() string {
 	return strings.Join(parts, ", ")
 }
 
+// Origin is who set the hold, when, and why: "set by alice at T: CVE
+// review".
+func (h Hold) Origin() string {
+	s := fmt.Sprintf("set by %s at %s", h.Who(), h.Since.UTC().Format(time.RFC3339))
+	if h.Reason != "" {
+		s += ": " + h.Reason
+	}
+	return s
+}
+
 // ClearCommand is the command that lifts the hold.
 func (h Hold) ClearCommand() string {
 	if h.Kind == HoldSkip {
@@ -105,11 +115,7 @@ func (h Hold) Effect() string {
 	case HoldPin:
 		return fmt.Sprintf("no release other than %s is taken ('%s' lifts it)", h.Version, h.ClearCommand())
 	}
-	end := "until it is cleared"
-	if !h.Until.IsZero() {
-		end = "until " + h.Until.UTC().Format(time.RFC3339)
-	}
-	return fmt.Sprintf("no release is taken and the agent neither checks, stages nor reboots into one, %s ('%s' resumes updates)", end, h.ClearCommand())
+	return fmt.Sprintf("no release is taken, and the agent neither checks, stages nor reboots into one ('%s' resumes updates)", h.ClearCommand())
 }
 
 // Against says why h keeps the node from taking version at now, or ""
