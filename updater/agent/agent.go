@@ -3,6 +3,8 @@
 // reboots into them when the reboot policy allows (a maintenance window,
 // the fleet's reboot lock, or both), and gives the fleet lock back once
 // the new slot has been judged by its health check or the node fell back.
+// An operator's holds (skip, pin, pause), read with the node's status at
+// every step, keep it from taking or rebooting into what they forbid.
 //
 // The agent decides; what it does to the node goes through small
 // interfaces (Node, Rebooter, Locker, Clock) so tests drive it with fakes
