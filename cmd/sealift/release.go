@@ -268,6 +268,7 @@ func cmdCheck(g *globals, args []string) error {
 		fmt.Fprintf(g.stdout, "newest:   %s (%s)\n", res.Newest.Meta.Version, res.Newest.Target)
 	}
 	printRollout(g.stdout, res)
+	printHolds(g.stdout, "hold:     ", res.Holds)
 	if res.Take != nil {
 		fmt.Fprintf(g.stdout, "update:   %s: %s\n", res.Take.Meta.Version, res.Reason)
 	} else {

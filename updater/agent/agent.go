@@ -3,6 +3,8 @@
 // reboots into them when the reboot policy allows (a maintenance window,
 // the fleet's reboot lock, or both), and gives the fleet lock back once
 // the new slot has been judged by its health check or the node fell back.
+// An operator's holds (skip, pin, pause), read with the node's status at
+// every step, keep it from taking or rebooting into what they forbid.
 //
 // The agent decides; what it does to the node goes through small
 // interfaces (Node, Rebooter, Locker, Clock) so tests drive it with fakes
@@ -167,6 +169,8 @@ const (
 	ActionRebooting    = "rebooting"     // asked the machine to reboot
 	ActionTrial        = "trial"         // running a new slot, waiting for its health verdict
 	ActionLockReleased = "lock-released" // gave the fleet lock back
+	ActionPaused       = "paused"        // an operator's pause: no check, download or reboot
+	ActionHeld         = "held"          // staged, but an operator's skip or pin forbids the reboot into it
 	ActionError        = "error"         // the step failed; retried with backoff
 )
 
@@ -228,6 +232,23 @@ func (a *Agent) ForceNext() {
 func (a *Agent) Exclusive(fn func() error) error {
 	if !a.opMu.TryLock() {
 		return ErrBusy
+	}
+	defer a.opMu.Unlock()
+	return fn()
+}
+
+// ExclusiveWait runs fn once no disk-changing operation is under way,
+// waiting for the one that is (the agent's own update may take minutes),
+// or gives up when ctx ends. The local API sets and clears holds through
+// it: a hold must not be refused because the agent is downloading.
+func (a *Agent) ExclusiveWait(ctx context.Context, fn func() error) error {
+	got := make(chan struct{})
+	go func() { a.opMu.Lock(); close(got) }()
+	select {
+	case <-got:
+	case <-ctx.Done():
+		go func() { <-got; a.opMu.Unlock() }()
+		return fmt.Errorf("waiting for the agent to finish changing the disk: %w", ctx.Err())
 	}
 	defer a.opMu.Unlock()
 	return fn()
@@ -307,7 +328,11 @@ func (a *Agent) step(ctx context.Context, p Policy, lock Locker, now time.Time, 
 			return StepInfo{Action: ActionTrial, Next: now.Add(trialPoll),
 				Detail: fmt.Sprintf("running %s in slot %s on trial; the fleet lock is kept until its health check decides", pend.Version, pend.Slot)}, nil
 		}
-		if err := a.unlock(ctx, lock, now, st, h); err != nil {
+		how := fmt.Sprintf("%s in slot %s was kept", h.Version, h.Slot)
+		if st.Running != h.Slot {
+			how = fmt.Sprintf("the node fell back from %s to slot %s", h.Version, st.Running)
+		}
+		if err := a.unlock(ctx, lock, now, h, how); err != nil {
 			return StepInfo{}, err
 		}
 		return StepInfo{Action: ActionLockReleased, Next: now, Detail: "gave the fleet lock back"}, nil
@@ -317,11 +342,19 @@ func (a *Agent) step(ctx context.Context, p Policy, lock Locker, now time.Time, 
 		return StepInfo{Action: ActionTrial, Next: now.Add(trialPoll),
 			Detail: fmt.Sprintf("running %s in slot %s on trial; waiting for its health check", pend.Version, pend.Slot)}, nil
 	}
-	// 3. A staged update waits for the reboot policy.
+	// 3. A staged update waits for the reboot policy, unless an
+	// operator's hold forbids the reboot into it.
 	if staged {
+		if h, why := state.HoldAgainst(st.Holds, pend.Version, now); h != nil {
+			return a.held(ctx, p, lock, now, st, *h, why)
+		}
 		return a.reboot(ctx, p, lock, now, st)
 	}
-	// 4. Check, and stage what there is to take.
+	// 4. An operator's pause: no check, no download.
+	if h := state.FindHold(state.ActiveHolds(st.Holds, now), state.HoldPause, ""); h != nil {
+		return StepInfo{Action: ActionPaused, Next: a.heldUntil(p, now, *h), Detail: h.Against("", now)}, nil
+	}
+	// 5. Check, and stage what there is to take.
 	if !force && len(p.Download) > 0 && !p.Download.Open(now) {
 		start, _ := p.Download.Next(now)
 		return StepInfo{Action: ActionWaitDownload, Next: start,
@@ -392,9 +425,39 @@ func (a *Agent) reboot(ctx context.Context, p Policy, lock Locker, now time.Time
 		Detail: fmt.Sprintf("rebooting into %s in slot %s", pend.Version, pend.Slot)}, nil
 }
 
-// unlock gives the fleet lock back after the slot it was taken for was
-// judged.
-func (a *Agent) unlock(ctx context.Context, lock Locker, now time.Time, st *updater.Status, h *state.LockHold) error {
+// held keeps a staged update from being rebooted into while an
+// operator's hold forbids it. A fleet lock taken for that reboot is given
+// back: the reboot is not coming, and the fleet must not wait for it.
+func (a *Agent) held(ctx context.Context, p Policy, lock Locker, now time.Time, st *updater.Status, h state.Hold, why string) (StepInfo, error) {
+	pend := st.Pending
+	if l := st.FleetLock; l != nil {
+		if err := a.unlock(ctx, lock, now, l, fmt.Sprintf("the reboot into %s is held by the operator", pend.Version)); err != nil {
+			return StepInfo{}, err
+		}
+	}
+	action := ActionHeld
+	if h.Kind == state.HoldPause {
+		action = ActionPaused
+	}
+	detail := fmt.Sprintf("%s is staged in slot %s; not rebooting into it: %s; 'sealift cancel' undoes the staging", pend.Version, pend.Slot, why)
+	_ = a.Node.Record(state.Event{At: now, Kind: state.EventRebootWaiting, Slot: pend.Slot, Version: pend.Version, Message: detail})
+	return StepInfo{Action: action, Next: a.heldUntil(p, now, h), Detail: detail}, nil
+}
+
+// heldUntil is when to look again while h holds the node: the end of a
+// pause, or the next check (a hold set or cleared through the local API
+// wakes the agent sooner).
+func (a *Agent) heldUntil(p Policy, now time.Time, h state.Hold) time.Time {
+	next := a.nextCheck(p, now)
+	if h.Kind == state.HoldPause && !h.Until.IsZero() && h.Until.Before(next) {
+		return h.Until
+	}
+	return next
+}
+
+// unlock gives the fleet lock back: after the slot it was taken for was
+// judged, or when the reboot it was taken for is held; how says which.
+func (a *Agent) unlock(ctx context.Context, lock Locker, now time.Time, h *state.LockHold, how string) error {
 	if lock == nil {
 		return fmt.Errorf("a fleet lock of group %s is recorded as held but no fleet lock server is configured to give it back to", h.Group)
 	}
@@ -403,10 +466,6 @@ func (a *Agent) unlock(ctx context.Context, lock Locker, now time.Time, st *upda
 	}
 	if err := a.Node.SetFleetLock(nil); err != nil {
 		return fmt.Errorf("forget the fleet lock: %w", err)
-	}
-	how := fmt.Sprintf("%s in slot %s was kept", h.Version, h.Slot)
-	if st.Running != h.Slot {
-		how = fmt.Sprintf("the node fell back from %s to slot %s", h.Version, st.Running)
 	}
 	_ = a.Node.Record(state.Event{At: now, Kind: state.EventLockReleased, Slot: h.Slot, Version: h.Version,
 		Message: fmt.Sprintf("gave the fleet lock of group %s back: %s", h.Group, how)})

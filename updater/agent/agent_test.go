@@ -35,6 +35,8 @@ type fakeNode struct {
 	updateErr error
 	updates   int
 	rollout   *rollout.Eligibility // the newest release's rollout, when not yet here
+	holds     []state.Hold
+	clock     *fakeClock
 }
 
 func newFakeNode() *fakeNode { return &fakeNode{running: bootloader.SlotA, version: "1.0"} }
@@ -42,7 +44,8 @@ func newFakeNode() *fakeNode { return &fakeNode{running: bootloader.SlotA, versi
 func (n *fakeNode) Status(context.Context) (*updater.Status, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	s := &updater.Status{Running: n.running, Pending: n.pending, FleetLock: n.lock, NextBoot: bootloader.Decision{Slot: n.running}}
+	s := &updater.Status{Running: n.running, Pending: n.pending, FleetLock: n.lock, NextBoot: bootloader.Decision{Slot: n.running},
+		Holds: state.ActiveHolds(n.holds, n.clock.Now())}
 	if p := n.pending; p != nil && p.Phase == state.PhaseTrial && p.Slot != n.running {
 		s.NextBoot = bootloader.Decision{Slot: p.Slot, Trial: true}
 	}
@@ -63,6 +66,10 @@ func (n *fakeNode) Update(context.Context) (*updater.CheckResult, *updater.Insta
 	if n.available == "" || n.available == n.version {
 		return &updater.CheckResult{Running: n.version, Reason: "up to date", Rollout: n.rollout}, nil, fmt.Errorf("%w: up to date", updater.ErrNoRelease)
 	}
+	// The holds as updater's decide honours them (tested there).
+	if _, why := state.HoldAgainst(n.holds, n.available, n.clock.Now()); why != "" {
+		return &updater.CheckResult{Running: n.version, Reason: why}, nil, fmt.Errorf("%w: %s", updater.ErrNoRelease, why)
+	}
 	to := n.running.Other()
 	n.pending = &state.Pending{Slot: to, Version: n.available, Phase: state.PhaseTrial}
 	return &updater.CheckResult{Running: n.version, Reason: "newer"}, &updater.InstallResult{Slot: to, Record: state.SlotRecord{Version: n.available}}, nil
@@ -80,6 +87,22 @@ func (n *fakeNode) SetFleetLock(h *state.LockHold) error {
 	defer n.mu.Unlock()
 	n.lock = h
 	return nil
+}
+
+// cancel plays 'sealift cancel' of the staged update: it is undone and
+// skipped from then on.
+func (n *fakeNode) cancel() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.holds = append(n.holds, state.Hold{Kind: state.HoldSkip, Version: n.pending.Version, Reason: "its staged update was cancelled", Since: n.clock.Now()})
+	n.pending = nil
+}
+
+// hold sets an operator hold, as 'sealift hold' does.
+func (n *fakeNode) hold(h state.Hold) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.holds = append(n.holds, h)
 }
 
 // boot plays the reboot the agent asked for: the staged slot runs, on trial.
@@ -114,9 +137,18 @@ func (n *fakeNode) kinds() []string {
 	return ks
 }
 
-type fakeRebooter struct{ n int }
+type fakeRebooter struct {
+	n   int
+	err error // the reboot command fails
+}
 
-func (r *fakeRebooter) Reboot(context.Context) error { r.n++; return nil }
+func (r *fakeRebooter) Reboot(context.Context) error {
+	if r.err != nil {
+		return r.err
+	}
+	r.n++
+	return nil
+}
 
 // fakeLock is a fleet lock with one slot shared by several agents.
 type fakeLock struct {
@@ -174,6 +206,7 @@ type rig struct {
 func newRig(t *testing.T, p Policy, lock Locker) *rig {
 	t.Helper()
 	r := &rig{node: newFakeNode(), reb: &fakeRebooter{}, clock: &fakeClock{t0}}
+	r.node.clock = r.clock
 	if p.Interval == 0 {
 		p.Interval = time.Hour
 	}
