@@ -83,7 +83,23 @@ func (n *cliNode) Update(ctx context.Context) (*updater.CheckResult, *updater.In
 	return n.up(nd.s.up).Update(ctx, nd.trust, nd.src, updater.UpdateOptions{
 		CheckOptions: n.nf.checkOptions(nd.cfg),
 		Tries:        nd.cfg.Update.Tries,
+		Progress:     stagingProgress(n.g.log),
 	})
+}
+
+// stagingProgress logs a write into the inactive slot at each quarter, so
+// the journal shows an update under way (it may take minutes).
+func stagingProgress(log *logrus.Logger) func(done, total int64) {
+	next := int64(1) // the next quarter to log
+	return func(done, total int64) {
+		if total <= 0 || done*4 < next*total {
+			return
+		}
+		q := done * 4 / total
+		log.WithFields(logrus.Fields{"written": done, "size": total}).
+			Infof("staging: %d%% of %d MiB written into the inactive slot", q*25, total>>20)
+		next = q + 1
+	}
 }
 
 // withDisk runs fn on the disk opened for writing.

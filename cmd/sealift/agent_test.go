@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"sealift/updater/config"
 	"sealift/updater/fleetlock"
 )
@@ -315,6 +317,34 @@ func (n *notifySocket) expect(t *testing.T, prefix string) {
 			}
 		case <-timeout:
 			t.Fatalf("no %q on the notify socket", prefix)
+		}
+	}
+}
+
+// TestStagingProgress: the agent logs a write at each quarter, once.
+func TestStagingProgress(t *testing.T) {
+	log := logrus.New()
+	var buf strings.Builder
+	log.SetOutput(&buf)
+	log.SetFormatter(&logrus.TextFormatter{DisableTimestamp: true})
+	p := stagingProgress(log)
+	const mib = 1 << 20
+	for done := int64(0); done <= 160*mib; done += 4 * mib {
+		p(done, 160*mib)
+	}
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		_, msg, _ := strings.Cut(l, `msg="`)
+		msg, _, _ = strings.Cut(msg, `"`)
+		got = append(got, msg)
+	}
+	want := []string{"25", "50", "75", "100"}
+	if len(got) != len(want) {
+		t.Fatalf("logged %q", got)
+	}
+	for i, w := range want {
+		if got[i] != "staging: "+w+"% of 160 MiB written into the inactive slot" {
+			t.Fatalf("line %d: %q", i, got[i])
 		}
 	}
 }

@@ -79,8 +79,8 @@ func TestUnitsVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// ExecReload's kill must exist in the root for verify.
-	testutil.Run(t, "cp", "/bin/kill", filepath.Join(root, "bin/kill"))
+	// ExecReload's shell must exist in the root for verify.
+	testutil.Run(t, "cp", "/bin/sh", filepath.Join(root, "bin/sh"))
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

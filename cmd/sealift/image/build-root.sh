@@ -27,7 +27,7 @@ required:
 options:
   --suite NAME        Debian suite (default bookworm)
   --mirror URL        Debian mirror (default: mmdebstrap's, deb.debian.org)
-  --include PKGS      more packages, comma-separated (always: systemd, systemd-sysv, udev, kmod)
+  --include PKGS      more packages, comma-separated (always: systemd, systemd-sysv, udev, kmod, usr-is-merged)
   --overlay DIR       copy DIR's tree onto the root after the packages (repeatable);
                       kernel modules under lib/modules/VERSION get their depmod
   --enable UNIT       systemctl enable UNIT in the root (repeatable)
@@ -106,9 +106,13 @@ trap 'rm -rf "$work"' EXIT
 
 # 1. The packages. 'essential' is Debian's smallest variant: no apt, no
 # package manager on the node, as a container OS has none. Documentation
-# and translations are left out; nothing on a node reads them.
-pkgs="systemd,systemd-sysv,udev,kmod${include:+,$include}"
-mmargs=(--variant=essential --include="$pkgs"
+# and translations are left out; nothing on a node reads them. /usr is
+# merged by mmdebstrap's hook and usr-is-merged says so; otherwise apt
+# picks usrmerge, which brings perl (a third of the image).
+pkgs="systemd,systemd-sysv,udev,kmod,usr-is-merged${include:+,$include}"
+hooks=/usr/share/mmdebstrap/hooks/merged-usr
+[ -d "$hooks" ] || die "$hooks is missing (Debian package mmdebstrap)"
+mmargs=(--variant=essential --include="$pkgs" --hook-dir="$hooks"
 	--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*'
 	--dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*'
 	"$suite")
