@@ -24,14 +24,22 @@ type HealthResult struct {
 // slot is a pending update on trial, a healthy verdict marks it good and
 // an unhealthy one marks it bad, recording which check failed and what it
 // said; the caller then reboots so the bootloader falls back. A slot that
-// is already good is only reported on: marking it bad could leave nothing
-// to fall back to.
+// is already good is only reported on, after one round of checks: marking
+// it bad could leave nothing to fall back to.
 func (u *Updater) Health(ctx context.Context, p *health.Policy, clk health.Clock) (*HealthResult, error) {
 	st, running, err := u.loadRunning()
 	if err != nil {
 		return nil, err
 	}
 	trial := st.Pending != nil && st.Pending.Slot == running && st.Pending.Phase == state.PhaseTrial
+	if !trial {
+		// Nothing hangs on the verdict of a slot already kept, so one
+		// round says how it is; a probation window here would only hold
+		// up the agent, which starts after this verdict.
+		once := *p
+		once.Probation, once.Deadline = 0, 0
+		p = &once
+	}
 	v, err := p.Evaluate(ctx, clk)
 	if err != nil {
 		return nil, err

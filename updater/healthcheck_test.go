@@ -32,10 +32,15 @@ func TestHealth(t *testing.T) {
 		action    string
 		nextBoot  bootloader.Slot
 		wantTrial bool
+		rounds    int
 	}{
-		{"healthy trial is kept", nil, true, "marked-good", bootloader.SlotB, false},
-		{"unhealthy trial falls back", errors.New("HTTP status 500"), true, "marked-bad", bootloader.SlotA, false},
-		{"good slot is only reported on", errors.New("HTTP status 500"), false, "none", bootloader.SlotA, false},
+		// 20 s of probation at 5 s intervals: rounds at 0, 5, ... 20 s.
+		{"healthy trial is kept", nil, true, "marked-good", bootloader.SlotB, false, 5},
+		// Failing until the minute's deadline.
+		{"unhealthy trial falls back", errors.New("HTTP status 500"), true, "marked-bad", bootloader.SlotA, false, 13},
+		// One round, healthy or not: nothing waits on the verdict.
+		{"good slot is only reported on", errors.New("HTTP status 500"), false, "none", bootloader.SlotA, false, 1},
+		{"healthy good slot is reported on at once", nil, false, "none", bootloader.SlotA, false, 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -52,7 +57,7 @@ func TestHealth(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Action != c.action || res.OnTrial != c.onTrial {
+			if res.Action != c.action || res.OnTrial != c.onTrial || res.Verdict.Rounds != c.rounds || res.Verdict.Healthy != (c.err == nil) {
 				t.Fatalf("%+v", res)
 			}
 			flags, _ := r.boot.Load()
