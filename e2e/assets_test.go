@@ -28,7 +28,8 @@ const kernelMeta = "linux-image-cloud-amd64"
 // Modules the initramfs loads (their dependencies come from modules.dep).
 // A module the kernel has built in is skipped; one it lacks is an error.
 // efivarfs lets the root read systemd-boot's LoaderEntrySelected.
-var initrdModules = []string{"virtio_pci", "virtio_blk", "dm-mod", "dm-bufio", "dm-verity", "ext4", "efivarfs"}
+// overlay: the initramfs mounts /etc as an overlay on STATE.
+var initrdModules = []string{"virtio_pci", "virtio_blk", "dm-mod", "dm-bufio", "dm-verity", "ext4", "efivarfs", "overlay"}
 
 // GRUB modules the standalone image carries: what the embedded config and
 // sealift's generated grub.cfg load, and what booting Linux on EFI needs.

@@ -35,6 +35,11 @@ type scenario struct {
 	// backend is the disk's boot backend: grubenv (the default, booted by
 	// the standalone GRUB) or sdboot (booted by systemd-boot).
 	backend string
+	// diskSize and rootSize are 'sealift disk init's --size and
+	// --root-size (default: the constants above).
+	diskSize, rootSize string
+	// aVersion is what slot A holds from the start (default v1).
+	aVersion string
 }
 
 // sdbootEFI is Debian's systemd-boot (package systemd-boot-efi).
@@ -46,7 +51,7 @@ func newScenario(t *testing.T, a *Assets) *scenario {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return &scenario{t: t, a: a, dir: dir, disk: filepath.Join(dir, "disk.img"), backend: "grubenv"}
+	return &scenario{t: t, a: a, dir: dir, disk: filepath.Join(dir, "disk.img"), backend: "grubenv", diskSize: diskSize, rootSize: rootSize, aVersion: "v1"}
 }
 
 // sealift runs the host's sealift and returns its stdout; a failure ends
@@ -81,7 +86,7 @@ func (s *scenario) initDisk() {
 		return
 	}
 	// sealift installs the standalone GRUB itself, as systemd-boot below.
-	s.sealift("disk", "init", s.disk, "--size", diskSize, "--root-size", rootSize, "--boot-backend", "grubenv", "--efi-binary", s.a.GrubEFI)
+	s.sealift("disk", "init", s.disk, "--size", s.diskSize, "--root-size", s.rootSize, "--boot-backend", "grubenv", "--efi-binary", s.a.GrubEFI)
 	esp, done := s.esp()
 	defer done()
 	if _, err := esp.ReadFile("EFI/sealift/grub.cfg"); err != nil {
@@ -119,7 +124,7 @@ func (s *scenario) initDiskSDBoot() {
 	if err != nil {
 		s.t.Fatalf("systemd-boot: %v (install Debian package systemd-boot-efi: bash e2e/setup.sh)", err)
 	}
-	s.sealift("disk", "init", s.disk, "--size", diskSize, "--root-size", rootSize, "--boot-backend", "sdboot", "--efi-binary", sdbootEFI)
+	s.sealift("disk", "init", s.disk, "--size", s.diskSize, "--root-size", s.rootSize, "--boot-backend", "sdboot", "--efi-binary", sdbootEFI)
 	esp, done := s.esp()
 	defer done()
 	if got, err := esp.ReadFile("EFI/BOOT/BOOTX64.EFI"); err != nil || !bytes.Equal(got, want) {

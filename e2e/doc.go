@@ -15,6 +15,16 @@
 // switches into it; the root's /sbin/init prints SEALIFT-E2E markers, checks
 // that its payload reads back, runs /etc/sealift-e2e/steps and powers off.
 //
+// The node scenarios (node_test.go, TestNode*) boot the node as it ships
+// instead: a Debian root with systemd built by cmd/sealift/image/build-root.sh
+// (the bootstrap cached in the cache dir), sealift's units installed by
+// that script, and the agent updating the node by itself from Debian's
+// docker-registry over qemu's user-mode network, with the reboot slot
+// from 'sealift fleetlock serve' on etcd. Registry, etcd, FleetLock server
+// and qemu run in a network namespace with only lo up (lab_test.go); the
+// guest reaches them at 10.0.2.2, which qemu maps to that loopback. They
+// need root (unshare -n) and the packages of e2e/setup.sh.
+//
 // Scenarios call t.Parallel: go test runs GOMAXPROCS of them at once (one
 // single-vCPU TCG qemu per core); each has its own disk and directory.
 package e2e

@@ -50,8 +50,8 @@ func (s *scenario) expectKeptB(st *statusJSON, version string) {
 	switch {
 	case !bOK || bVer != version:
 		t.Fatalf("slot B is not %s marked successful\n%s", version, st.raw)
-	case !aOK || aVer != "v1" || aPrio >= bPrio:
-		t.Fatalf("slot A should stay v1, successful, below B as fallback\n%s", st.raw)
+	case !aOK || aVer != s.aVersion || aPrio >= bPrio:
+		t.Fatalf("slot A should stay %s, successful, below B as fallback\n%s", s.aVersion, st.raw)
 	case st.NextBoot.Slot != "B" || st.NextBoot.Trial:
 		t.Fatalf("next boot should be B, not on trial\n%s", st.raw)
 	case st.Pending != nil:
@@ -84,8 +84,8 @@ func (s *scenario) expectFellBackToA(st *statusJSON, version, cause string) {
 		t.Fatalf("last outcome should be %s in B rolled back with %q\n%s", version, cause, st.raw)
 	case st.Pending != nil:
 		t.Fatalf("the fallback left a pending update\n%s", st.raw)
-	case !aOK || aVer != "v1":
-		t.Fatalf("slot A should stay v1 and successful\n%s", st.raw)
+	case !aOK || aVer != s.aVersion:
+		t.Fatalf("slot A should stay %s and successful\n%s", s.aVersion, st.raw)
 	case bOK || bTries != 0 || bPrio != 0:
 		t.Fatalf("slot B should be cleared (priority 0, no tries, not successful)\n%s", st.raw)
 	case st.NextBoot.Slot != "A" || st.NextBoot.Trial:

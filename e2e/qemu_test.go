@@ -45,6 +45,9 @@ type Boot struct {
 	Version   string
 	Done      bool   // the root init reached "done" and powered off
 	Uptime    string // guest uptime at "done"
+
+	PoweredOff bool // the kernel powered the machine off ("reboot: Power down")
+	Rebooted   bool // the kernel restarted the machine ("reboot: Restarting system")
 }
 
 // fatalPatterns on the console end a boot early: the guest stopped where
@@ -73,6 +76,17 @@ type bootOptions struct {
 	// the firmware, whose shell then waits; ending qemu there (a reset, as
 	// a hardware watchdog would do) ends the boot, not the test.
 	firmwareShellOK bool
+
+	// The node scenarios (node_test.go): qemu runs inside the lab's
+	// network namespace with a user-mode NIC, the guest's clock starts
+	// at rtc, and watch sees the console as it grows (every 200 ms); when
+	// it returns true the lab's control server tells the guest to shut
+	// down cleanly.
+	lab   *lab
+	rtc   time.Time
+	watch func(console string) (powerOff bool)
+	// timeout overrides bootTimeout() for this boot.
+	timeout time.Duration
 }
 
 var (
@@ -99,9 +113,19 @@ func bootOnce(a *Assets, disk, logPath string, n int, o bootOptions) (*Boot, err
 	}
 	defer logf.Close()
 	args := []string{
-		"-m", "512", "-nographic", "-no-reboot", "-nic", "none",
+		"-m", "512", "-nographic", "-no-reboot",
 		"-bios", a.OVMF,
 		"-drive", "file=" + disk + ",if=virtio,format=raw",
+	}
+	if o.lab != nil {
+		args = append(args, "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0")
+		// What the control server says is for this boot only.
+		o.lab.control.reset()
+	} else {
+		args = append(args, "-nic", "none")
+	}
+	if !o.rtc.IsZero() {
+		args = append(args, "-rtc", "base="+o.rtc.UTC().Format("2006-01-02T15:04:05"))
 	}
 	if o.extraDisk != "" {
 		args = append(args, "-drive", "file="+o.extraDisk+",if=virtio,format=raw,readonly=on")
@@ -109,9 +133,18 @@ func bootOnce(a *Assets, disk, logPath string, n int, o bootOptions) (*Boot, err
 	if a.KVM {
 		args = append(args, "-enable-kvm", "-cpu", "host")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout())
+	timeout := bootTimeout()
+	if o.timeout > 0 {
+		timeout = o.timeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	if o.lab != nil {
+		// nsenter joins the namespace and execs qemu (no fork), so the
+		// process killed on a power cut is qemu itself.
+		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + o.lab.ns, "--", "qemu-system-x86_64"}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.WaitDelay = 5 * time.Second
 	t0 := time.Now()
@@ -125,6 +158,7 @@ func bootOnce(a *Assets, disk, logPath string, n int, o bootOptions) (*Boot, err
 	cut := make(chan struct{}, 1)
 	stop := make(chan struct{})
 	go func() {
+		poweringOff := false
 		tick := time.NewTicker(200 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -134,6 +168,10 @@ func bootOnce(a *Assets, disk, logPath string, n int, o bootOptions) (*Boot, err
 			case <-tick.C:
 			}
 			raw, _ := os.ReadFile(logPath)
+			if o.watch != nil && !poweringOff && o.watch(cleanConsole(raw)) {
+				poweringOff = true
+				o.lab.control.powerOff()
+			}
 			if o.powerCutOn != "" && bytes.Contains(raw, []byte(o.powerCutOn)) {
 				cmd.Process.Kill()
 				cut <- struct{}{}
@@ -188,6 +226,9 @@ func bootOnce(a *Assets, disk, logPath string, n int, o bootOptions) (*Boot, err
 	if m := doneRe.FindStringSubmatch(b.Console); m != nil {
 		b.Done, b.Uptime = true, m[1]
 	}
+	// A systemd guest ends with the kernel's last words.
+	b.PoweredOff = strings.Contains(b.Console, "reboot: Power down")
+	b.Rebooted = strings.Contains(b.Console, "reboot: Restarting system")
 	if b.ExitErr != nil {
 		return b, fmt.Errorf("qemu failed: %w", b.ExitErr)
 	}
@@ -256,6 +297,10 @@ func (b *Boot) Summary() string {
 		state = "TIMED OUT"
 	case b.ExitErr != nil:
 		state = "qemu error: " + b.ExitErr.Error()
+	case b.PoweredOff:
+		state = "powered off"
+	case b.Rebooted:
+		state = "rebooted"
 	case !b.Done:
 		state = "rebooted before done"
 	}

@@ -18,6 +18,11 @@ pkgs=(
   kmod                 # depmod -b for the downloaded kernel's modules
   e2fsprogs            # mke2fs -d for the root images
   systemd-boot-efi     # systemd-bootx64.efi for the sdboot scenarios
+  mmdebstrap           # the node scenarios' Debian root (cmd/sealift/image/build-root.sh)
+  iproute2             # lo in the node scenarios' network namespace
+  util-linux           # unshare and nsenter for that namespace
+  docker-registry      # the registry the node's agent pulls from
+  etcd-server          # the FleetLock server's store
 )
 export DEBIAN_FRONTEND=noninteractive
 # Always: the test's 'apt-cache depends' and 'apt-get download' of the

@@ -79,7 +79,22 @@ say "verity table: $(dmsetup table root)"
 say "verity status: $(dmsetup status root)"
 mkdir -p /newroot
 mount -t ext4 -o ro /dev/mapper/root /newroot || fail "mount of /dev/mapper/root failed"
-[ -x /newroot/sbin/init ] || fail "no /sbin/init in the root filesystem"
+# An absolute symlink (systemd's /sbin/init) resolves only inside the root.
+[ -x /newroot/sbin/init ] || [ -L /newroot/sbin/init ] || fail "no /sbin/init in the root filesystem"
+
+# The node's writable places (docs/node-image.md): STATE on /var, and an
+# overlay on /etc whose upper layer lives on STATE, both before the root's
+# init starts, since systemd reads and writes /etc from its first step.
+st=""
+for u in /sys/class/block/*/uevent; do
+  grep -qx 'PARTNAME=STATE' "$u" && st=$(grep '^DEVNAME=' "$u" | cut -d= -f2)
+done
+[ -n "$st" ] || fail "no partition labelled STATE"
+mount -t ext4 "/dev/$st" /newroot/var || fail "mount of STATE (/dev/$st) on /var failed"
+mkdir -p /newroot/var/lib/sealift-etc/upper /newroot/var/lib/sealift-etc/work
+mount -t overlay overlay -o lowerdir=/newroot/etc,upperdir=/newroot/var/lib/sealift-etc/upper,workdir=/newroot/var/lib/sealift-etc/work /newroot/etc \
+  || fail "mount of the /etc overlay failed"
+say "var mounted from /dev/$st, /etc overlaid"
 say "switching root uptime=$(up)"
 for d in dev proc sys; do mount --move /$d /newroot/$d; done
 exec switch_root /newroot /sbin/init

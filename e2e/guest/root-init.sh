@@ -41,7 +41,10 @@ fi
 for u in /sys/class/block/*/uevent; do
   if grep -qx 'PARTNAME=STATE' "$u"; then st=/dev/$(grep '^DEVNAME=' "$u" | cut -d= -f2); fi
 done
-if [ -n "$st" ] && mount -t ext4 "$st" /var; then say "var mounted from $st"; else say "var not mounted (STATE=${st:-missing})"; fi
+# The initramfs mounts it (and the /etc overlay on it); mount it here only
+# if it did not.
+if grep -q " /var " /proc/mounts; then say "var mounted by the initramfs"
+elif [ -n "$st" ] && mount -t ext4 "$st" /var; then say "var mounted from $st"; else say "var not mounted (STATE=${st:-missing})"; fi
 
 n=0
 while IFS= read -r step; do
@@ -51,6 +54,7 @@ while IFS= read -r step; do
   sh -c "$step" </dev/null
   say "step $n rc=$?"
 done < /etc/sealift-e2e/steps
+grep -q " /etc " /proc/mounts && umount /etc
 grep -q " /var " /proc/mounts && umount /var
 sync
 say "done slot=$slot version=$ver uptime=$(up)"
