@@ -77,6 +77,9 @@ type CheckResult struct {
 	// wave, its offset in the wave, when it is eligible (Rollout.At) or
 	// that the rollout is halted. nil when Newest has no plan.
 	Rollout *rollout.Eligibility `json:"rollout,omitempty"`
+	// Staged is the verdict on the update staged on the node (flipped,
+	// not booted yet): may it still be booted? nil when none is staged.
+	Staged *StagedVerdict `json:"staged,omitempty"`
 }
 
 // Where CheckResult.Seed came from.

@@ -169,6 +169,12 @@ func (u *Updater) Cancel() (*state.Pending, error) {
 	if err != nil {
 		return nil, err
 	}
+	return u.cancel(st, "")
+}
+
+// cancel is Cancel on a loaded state; why, when given, is recorded as
+// the reason.
+func (u *Updater) cancel(st *state.State, why string) (*state.Pending, error) {
 	p := st.Pending
 	if p == nil {
 		return nil, ErrNoPending
@@ -179,9 +185,12 @@ func (u *Updater) Cancel() (*state.Pending, error) {
 		return nil, fmt.Errorf("the update to %s is already running in slot %s: use 'sealift mark-bad' or 'sealift rollback'", p.Version, p.Slot)
 	}
 	st.Pending = nil
-	st.Last = &state.Outcome{Slot: p.Slot, Version: p.Version, Result: "cancelled", At: u.now()}
-	st.Record(state.Event{At: u.now(), Kind: state.EventCancelled, Slot: p.Slot, Version: p.Version,
-		Message: fmt.Sprintf("the update to %s in slot %s was cancelled (it was %s)", p.Version, p.Slot, p.Phase)})
+	st.Last = &state.Outcome{Slot: p.Slot, Version: p.Version, Result: "cancelled", Reason: why, At: u.now()}
+	msg := fmt.Sprintf("the update to %s in slot %s was cancelled (it was %s)", p.Version, p.Slot, p.Phase)
+	if why != "" {
+		msg += ": " + why
+	}
+	st.Record(state.Event{At: u.now(), Kind: state.EventCancelled, Slot: p.Slot, Version: p.Version, Message: msg})
 	delete(st.Slots, p.Slot)
 	// Clear works from any phase: a half-written slot is already clear,
 	// a staged one becomes so. Either way the other slot is untouched.
