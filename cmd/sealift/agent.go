@@ -109,6 +109,10 @@ func (n *cliNode) Cancel(context.Context) (p *state.Pending, err error) {
 	return p, n.withDisk(func(u *updater.Updater) error { p, err = u.Cancel(); return err })
 }
 
+func (n *cliNode) CancelStaged(_ context.Context, version, why string) error {
+	return n.withDisk(func(u *updater.Updater) error { _, err := u.CancelStaged(version, why); return err })
+}
+
 func (n *cliNode) Rollback(context.Context) (to bootloader.Slot, err error) {
 	return to, n.withDisk(func(u *updater.Updater) error { to, err = u.Rollback(); return err })
 }
