@@ -65,7 +65,7 @@ type CheckOptions struct {
 // CheckResult says which release a node should take, or why none.
 type CheckResult struct {
 	Running   string   `json:"running_version,omitempty"`
-	Newest    *Release `json:"newest,omitempty"` // newest release not recalled nor failed here, even if not taken
+	Newest    *Release `json:"newest,omitempty"` // newest release not recalled, failed or held here (the pinned one under a pin), even if not taken
 	Take      *Release `json:"take,omitempty"`   // the release to install; nil when none
 	Reason    string   `json:"reason"`
 	Downgrade bool     `json:"downgrade,omitempty"`
@@ -77,8 +77,12 @@ type CheckResult struct {
 	// wave, its offset in the wave, when it is eligible (Rollout.At) or
 	// that the rollout is halted. nil when Newest has no plan.
 	Rollout *rollout.Eligibility `json:"rollout,omitempty"`
+	// Holds are the operator's holds in force, which the decision
+	// honoured.
+	Holds []state.Hold `json:"holds,omitempty"`
 	// Staged is the verdict on the update staged on the node (flipped,
-	// not booted yet): may it still be booted? nil when none is staged.
+	// not booted yet): may it still be booted? It honours the holds
+	// too. nil when none is staged.
 	Staged *StagedVerdict `json:"staged,omitempty"`
 }
 
@@ -134,22 +138,40 @@ func releases(targets map[string]signing.TargetInfo, o CheckOptions) (all, eligi
 // decide picks the release to take given the running version, the
 // node's rollout seed and the time. Releases in failed fell back on this
 // node and are not taken again. A release is available to the node when
-// it is not recalled, did not fail here, and has no rollout plan or one
-// under which the node is eligible now; the node takes the newest
-// available release that is newer than the running one, which may be
-// older than the newest release while that one's rollout has not reached
-// the node.
-func decide(targets map[string]signing.TargetInfo, running string, failed map[string]*state.Outcome, o CheckOptions, seed int, now time.Time) (*CheckResult, error) {
+// it is not recalled, did not fail here, is not skipped by an operator
+// hold, and has no rollout plan or one under which the node is eligible
+// now; the node takes the newest available release that is newer than
+// the running one, which may be older than the newest release while that
+// one's rollout has not reached the node. A pin narrows the choice to
+// the pinned release (decidePinned); a pause takes nothing, and says
+// what would be taken without it.
+func decide(targets map[string]signing.TargetInfo, running string, failed map[string]*state.Outcome, holds []state.Hold, o CheckOptions, seed int, now time.Time) (*CheckResult, error) {
 	all, eligible, err := releases(targets, o)
 	if err != nil {
 		return nil, err
 	}
-	res := &CheckResult{Running: running, Seed: seed}
-	var skipped []string
+	holds = state.ActiveHolds(holds, now)
+	res := &CheckResult{Running: running, Seed: seed, Holds: holds}
+	defer paused(res, holds, now) // deferred first, so it runs last
+	if pin := state.FindHold(holds, state.HoldPin, ""); pin != nil {
+		decidePinned(res, all, failed, holds, *pin, o, seed, now)
+		return res, nil
+	}
+	var skipped, held []string
+	notRecalled := len(eligible)
 	kept := eligible[:0]
 	for _, r := range eligible {
-		if f := failed[r.Meta.Version]; f != nil {
-			skipped = append(skipped, fmt.Sprintf("%s (failed here: %s)", r.Meta.Version, f.Reason))
+		v := r.Meta.Version
+		if f := failed[v]; f != nil {
+			skipped = append(skipped, fmt.Sprintf("%s (failed here: %s)", v, f.Reason))
+			continue
+		}
+		if h := state.FindHold(holds, state.HoldSkip, v); h != nil {
+			// Said when it would otherwise be a candidate: a skip of a
+			// release the node has long left behind is not news.
+			if running == "" || o.AllowDowngrade || CompareVersions(v, running) > 0 {
+				held = append(held, h.Against(v, now))
+			}
 			continue
 		}
 		kept = append(kept, r)
@@ -159,10 +181,16 @@ func decide(targets map[string]signing.TargetInfo, running string, failed map[st
 		if len(skipped) > 0 {
 			res.Reason += "; skipped " + strings.Join(skipped, ", ") + " ('sealift retry VERSION' allows it again)"
 		}
+		for _, h := range held {
+			res.Reason += "; " + h
+		}
 	}()
 	if len(eligible) == 0 {
 		res.Reason = fmt.Sprintf("no signed release for variant %q, arch %q", o.Variant, o.Arch)
-		if len(all) > 0 {
+		switch {
+		case notRecalled > 0: // failed or skipped: said below
+			res.Reason = fmt.Sprintf("no signed release for variant %q, arch %q that this node may take", o.Variant, o.Arch)
+		case len(all) > 0:
 			res.Reason = fmt.Sprintf("every signed release for variant %q, arch %q is recalled", o.Variant, o.Arch)
 		}
 		return res, nil
@@ -224,6 +252,81 @@ func decide(targets map[string]signing.TargetInfo, running string, failed map[st
 		}
 	}
 	return res, nil
+}
+
+// paused takes nothing while a pause is in force, saying what would be
+// taken without it.
+func paused(res *CheckResult, holds []state.Hold, now time.Time) {
+	p := state.FindHold(holds, state.HoldPause, "")
+	if p == nil {
+		return
+	}
+	why := p.Against("", now)
+	if res.Take == nil {
+		res.Reason += "; " + why
+		return
+	}
+	res.Reason = fmt.Sprintf("%s; without the pause %s would be taken: %s", why, res.Take.Meta.Version, res.Reason)
+	res.Take, res.Downgrade = nil, false
+}
+
+// decidePinned decides under a pin: the pinned release is taken when it
+// is available and the usual rules allow it (newer than the running
+// release, or older with --allow-downgrade or when the running release
+// is recalled); no other release is.
+func decidePinned(res *CheckResult, all []Release, failed map[string]*state.Outcome, holds []state.Hold, pin state.Hold, o CheckOptions, seed int, now time.Time) {
+	v, running := pin.Version, res.Running
+	pinned := fmt.Sprintf("the node is pinned to %s by %s (%s; '%s' lifts the pin)", v, pin.Who(), pin.Detail(), pin.ClearCommand())
+	var r *Release
+	runningRecalled := false
+	for i := range all {
+		if all[i].Meta.Version == v {
+			r = &all[i]
+		}
+		if all[i].Meta.Version == running && all[i].Meta.Recalled {
+			runningRecalled = true
+		}
+	}
+	why := ""
+	switch {
+	case r == nil:
+		why = fmt.Sprintf("%s is not a signed release for variant %q, arch %q", v, o.Variant, o.Arch)
+	case r.Meta.Recalled:
+		why = v + " is recalled"
+	case failed[v] != nil:
+		why = fmt.Sprintf("%s failed here (%s); 'sealift retry %s' allows it again", v, failed[v].Reason, v)
+	default:
+		if h := state.FindHold(holds, state.HoldSkip, v); h != nil {
+			why = h.Against(v, now)
+		}
+	}
+	if why != "" {
+		res.Reason = pinned + ", but " + why
+		return
+	}
+	pr := *r
+	res.Newest = &pr
+	var wait string
+	res.Rollout, wait = availability(pr, seed, now)
+	c := CompareVersions(v, running)
+	switch {
+	case running != "" && c == 0:
+		res.Reason = fmt.Sprintf("up to date: %s runs; %s", running, pinned)
+	case wait != "":
+		res.Reason = fmt.Sprintf("%s, which is not yet available to this node: %s", pinned, wait)
+	case running == "":
+		res.Take, res.Reason = &pr, "no release is running; "+pinned
+	case c > 0:
+		res.Take, res.Reason = &pr, fmt.Sprintf("%s is newer than the running %s; %s", v, running, pinned)
+	case runningRecalled:
+		res.Take, res.Downgrade = &pr, true
+		res.Reason = fmt.Sprintf("the running %s is recalled; %s", running, pinned)
+	case o.AllowDowngrade:
+		res.Take, res.Downgrade = &pr, true
+		res.Reason = fmt.Sprintf("downgrade from %s to %s allowed by the operator; %s", running, v, pinned)
+	default:
+		res.Reason = fmt.Sprintf("%s, which is older than the running %s; not downgrading (--allow-downgrade to force)", pinned, running)
+	}
 }
 
 // availability says where the node stands in r's rollout (nil without a

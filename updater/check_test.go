@@ -91,7 +91,7 @@ func TestDecide(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			res, err := decide(c.targets, c.running, c.failed, c.opts, 731, time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+			res, err := decide(c.targets, c.running, c.failed, nil, c.opts, 731, time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -108,7 +108,7 @@ func TestDecide(t *testing.T) {
 
 func TestDecideRejectsMislabelledTarget(t *testing.T) {
 	_, info := target("k8s", "x86_64", "1.1", false)
-	_, err := decide(map[string]signing.TargetInfo{"k8s/x86_64/1.0.json": info}, "1.0", nil, CheckOptions{Variant: "k8s", Arch: "x86_64"}, 0, time.Now())
+	_, err := decide(map[string]signing.TargetInfo{"k8s/x86_64/1.0.json": info}, "1.0", nil, nil, CheckOptions{Variant: "k8s", Arch: "x86_64"}, 0, time.Now())
 	if err == nil || !strings.Contains(err.Error(), "carries metadata") {
 		t.Fatalf("got %v", err)
 	}
@@ -177,7 +177,7 @@ func TestDecideRollout(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			res, err := decide(c.targets, c.running, nil, c.opts, c.seed, c.now)
+			res, err := decide(c.targets, c.running, nil, nil, c.opts, c.seed, c.now)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -217,7 +217,7 @@ func TestDecideUnusablePlan(t *testing.T) {
 			custom := `{"version":"1.1","variant":"k8s","arch":"x86_64","rollout":` + plan + `}`
 			n := TargetName("k8s", "x86_64", "1.1")
 			ts := map[string]signing.TargetInfo{n: {Name: n, Length: 1, SHA256: strings.Repeat("a", 64), Custom: json.RawMessage(custom)}}
-			res, err := decide(ts, "1.0", nil, CheckOptions{Variant: "k8s", Arch: "x86_64"}, 0, time.Now())
+			res, err := decide(ts, "1.0", nil, nil, CheckOptions{Variant: "k8s", Arch: "x86_64"}, 0, time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,8 +11,8 @@ import (
 )
 
 // TestEventHistory follows a node through install, trial, mark-good, a
-// cancelled update, a failed one and a bad slot, and checks the history
-// tells it in order.
+// cancelled update (which leaves a skip), a failed one and a bad slot,
+// and checks the history tells it in order.
 func TestEventHistory(t *testing.T) {
 	r := newRig(t, backends[0].make)
 	u := r.u
@@ -22,7 +22,7 @@ func TestEventHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustInstall(t, u, image(2, 16*4096), "v2")
-	if _, err := u.Cancel(); err != nil {
+	if _, err := u.Cancel(Actor{}); err != nil {
 		t.Fatal(err)
 	}
 	bad := req(image(3, 16*4096), "v3")
@@ -44,6 +44,7 @@ func TestEventHistory(t *testing.T) {
 		{state.EventMarkedGood, "A", "v1", "kept"},
 		{state.EventInstalled, "B", "v2", "next boot tries it"},
 		{state.EventCancelled, "B", "v2", "cancelled"},
+		{state.EventHoldSet, "", "v2", ": its staged update was cancelled; v2 is not taken"},
 		{state.EventInterrupted, "B", "v3", "verity root hash"},
 		{state.EventInstalled, "B", "v4", "next boot"},
 		{state.EventMarkedBad, "B", "v4", "probe /healthz: 503"},

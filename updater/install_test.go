@@ -131,8 +131,8 @@ func TestLifecycle(t *testing.T) {
 				t.Fatal(err)
 			}
 			mustBoot(t, u, bootloader.SlotB, false)
-			if to, err := u.Rollback(); err != nil || to != bootloader.SlotA {
-				t.Fatalf("rollback: %v %v", to, err)
+			if rb, err := u.Rollback(Actor{}); err != nil || rb.To != bootloader.SlotA {
+				t.Fatalf("rollback: %+v %v", rb, err)
 			}
 			mustBoot(t, u, bootloader.SlotA, false)
 			if !bytes.Equal(r.disk.slots[bootloader.SlotA].data[:len(v1)], v1) {
@@ -322,11 +322,11 @@ func TestCancelAndInterrupted(t *testing.T) {
 	if _, err := r.u.MarkGood(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.u.Cancel(); !errors.Is(err, ErrNoPending) {
+	if _, err := r.u.Cancel(Actor{}); !errors.Is(err, ErrNoPending) {
 		t.Fatalf("cancel with nothing pending: %v", err)
 	}
 	mustInstall(t, r.u, img, "v2")
-	p, err := r.u.Cancel()
+	p, err := r.u.Cancel(Actor{})
 	if err != nil || p.Version != "v2" {
 		t.Fatalf("cancel: %v %+v", err, p)
 	}

@@ -35,6 +35,8 @@ type Status struct {
 	FleetLock *state.LockHold `json:"fleet_lock,omitempty"`
 	// Recent are the newest events of the history ('sealift events').
 	Recent []state.Event `json:"recent_events,omitempty"`
+	// Holds are the operator's holds in force ('sealift hold list').
+	Holds []state.Hold `json:"holds,omitempty"`
 }
 
 // recentEvents is how many events Status carries.
@@ -56,6 +58,7 @@ func (u *Updater) Status() (*Status, error) {
 	}
 	s := &Status{Backend: u.Boot.Name(), Pending: st.Pending, Last: st.Last, Failed: st.Failed, NextBoot: u.Boot.Simulate(flags), FleetLock: st.FleetLock}
 	s.Recent = st.Events[max(0, len(st.Events)-recentEvents):]
+	s.Holds = state.ActiveHolds(st.Holds, u.now())
 	if ok {
 		s.Running = running
 		s.Simulated = u.Runtime == nil
@@ -88,6 +91,9 @@ func (u *Updater) Status() (*Status, error) {
 		case p.Phase == state.PhaseTrial:
 			s.Notes = append(s.Notes, fmt.Sprintf("%s in slot %s is staged; it is tried at the next boot ('sealift cancel' undoes that)", p.Version, p.Slot))
 		}
+	}
+	if n := u.stagedHeld(st, u.now()); n != "" {
+		s.Notes = append(s.Notes, n)
 	}
 	if s.NextBoot.Slot == "" {
 		s.Notes = append(s.Notes, "no slot is bootable: install a release")
@@ -139,42 +145,79 @@ func (u *Updater) MarkBad(reason string) (bootloader.Slot, error) {
 	return running, u.transition(bootloader.MarkBad(running), st)
 }
 
+// RollbackResult is what Rollback did.
+type RollbackResult struct {
+	To bootloader.Slot `json:"next_boot"`
+	// Skip is the hold that keeps the node from taking the release it
+	// rolled back from again; nil when the slots hold the same version.
+	Skip *state.Hold `json:"skip,omitempty"`
+}
+
 // Rollback makes the other slot, which must have booted successfully
 // before, the next boot target. The running slot stays as its fallback.
-func (u *Updater) Rollback() (bootloader.Slot, error) {
+// The release rolled back from is skipped from then on (a hold the
+// operator clears), so an agent does not take it again.
+func (u *Updater) Rollback(a Actor) (*RollbackResult, error) {
 	st, running, err := u.loadRunning()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	to := running.Other()
-	ver := ""
+	ver, from := "", ""
 	if r := st.Slots[to]; r != nil {
 		ver = r.Version
+	}
+	if r := st.Slots[running]; r != nil {
+		from = r.Version
 	}
 	if st.Pending != nil && st.Pending.Slot == to {
 		// Rolling back onto a slot that holds an unfinished update would
 		// boot it untested; Rollback below refuses a non-successful slot.
 		st.Pending = nil
 	}
-	st.Last = &state.Outcome{Slot: to, Version: ver, Result: "rolled-back", Reason: "operator rollback from slot " + string(running), At: u.now()}
-	st.Record(state.Event{At: u.now(), Kind: state.EventRolledBack, Slot: to, Version: ver,
+	why := "operator rollback from slot " + string(running)
+	if a.Reason != "" {
+		why += ": " + a.Reason
+	}
+	now := u.now()
+	st.Last = &state.Outcome{Slot: to, Version: ver, Result: "rolled-back", Reason: why, At: now}
+	st.Record(state.Event{At: now, Kind: state.EventRolledBack, Slot: to, Version: ver,
 		Message: fmt.Sprintf("operator rollback: the next boot runs %s from slot %s instead of slot %s", ver, to, running)})
-	return to, u.transition(bootloader.Rollback(running), st)
+	res := &RollbackResult{To: to}
+	if from != "" && from != ver {
+		res.Skip = skipAfter(st, from, "rolled back from it", a, now)
+	}
+	if err := u.transition(bootloader.Rollback(running), st); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// CancelResult is what Cancel did: the update it undid and, for a staged
+// one, the hold that keeps the node from staging it again (none after
+// CancelStaged: a recall needs no skip).
+type CancelResult struct {
+	state.Pending
+	Skip *state.Hold `json:"skip,omitempty"`
 }
 
 // Cancel undoes a staged update that has not been booted: its slot becomes
-// unbootable again. An update interrupted while writing is forgotten.
-func (u *Updater) Cancel() (*state.Pending, error) {
+// unbootable again, and its release is skipped from then on (a hold the
+// operator clears), so an agent does not stage it again. An update
+// interrupted while writing is forgotten, and not skipped: it never was
+// staged.
+func (u *Updater) Cancel(a Actor) (*CancelResult, error) {
 	st, err := u.State.Load()
 	if err != nil {
 		return nil, err
 	}
-	return u.cancel(st, "")
+	return u.cancel(st, a, true)
 }
 
-// cancel is Cancel on a loaded state; why, when given, is recorded as
-// the reason.
-func (u *Updater) cancel(st *state.State, why string) (*state.Pending, error) {
+// cancel is Cancel on a loaded state. skip says whether a staged release
+// is skipped from then on: an operator's cancel is, a cancel sealift
+// decides on from the signed metadata (CancelStaged) is not.
+func (u *Updater) cancel(st *state.State, a Actor, skip bool) (*CancelResult, error) {
 	p := st.Pending
 	if p == nil {
 		return nil, ErrNoPending
@@ -184,17 +227,28 @@ func (u *Updater) cancel(st *state.State, why string) (*state.Pending, error) {
 	} else if ok && r == p.Slot {
 		return nil, fmt.Errorf("the update to %s is already running in slot %s: use 'sealift mark-bad' or 'sealift rollback'", p.Version, p.Slot)
 	}
+	now := u.now()
 	st.Pending = nil
-	st.Last = &state.Outcome{Slot: p.Slot, Version: p.Version, Result: "cancelled", Reason: why, At: u.now()}
+	st.Last = &state.Outcome{Slot: p.Slot, Version: p.Version, Result: "cancelled", Reason: a.Reason, At: now}
 	msg := fmt.Sprintf("the update to %s in slot %s was cancelled (it was %s)", p.Version, p.Slot, p.Phase)
-	if why != "" {
-		msg += ": " + why
+	if a.By != "" {
+		msg += " by " + a.By
 	}
-	st.Record(state.Event{At: u.now(), Kind: state.EventCancelled, Slot: p.Slot, Version: p.Version, Message: msg})
+	if a.Reason != "" {
+		msg += ": " + a.Reason
+	}
+	st.Record(state.Event{At: now, Kind: state.EventCancelled, Slot: p.Slot, Version: p.Version, Message: msg})
+	res := &CancelResult{Pending: *p}
+	if skip && p.Phase == state.PhaseTrial {
+		res.Skip = skipAfter(st, p.Version, "its staged update was cancelled", a, now)
+	}
 	delete(st.Slots, p.Slot)
 	// Clear works from any phase: a half-written slot is already clear,
 	// a staged one becomes so. Either way the other slot is untouched.
-	return p, u.transition(bootloader.Clear(p.Slot), st)
+	if err := u.transition(bootloader.Clear(p.Slot), st); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // SimulateBoot returns what the bootloader would do at the next boot. With

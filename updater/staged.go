@@ -43,8 +43,13 @@ type StagedVerdict struct {
 // from the signed releases of the node's variant and arch (all, recalled
 // included) at now. take is what the check would take (nil: nothing);
 // a newer one replaces a staged release that may not be booted now, so
-// a halted release does not keep the node from a fix.
-func judgeStaged(all []Release, version string, slot bootloader.Slot, take *Release, seed int, now time.Time) StagedVerdict {
+// a halted release does not keep the node from a fix. An operator's hold
+// against the staged version (holds: those in force) makes a verdict
+// that is not a cancel a wait: the hold is the operator's to lift, and
+// the agent does not reboot into a held release (docs/agent.md). A
+// recalled or replaced release is still cancelled: no hold makes it
+// worth booting.
+func judgeStaged(all []Release, version string, slot bootloader.Slot, take *Release, holds []state.Hold, seed int, now time.Time) StagedVerdict {
 	v := StagedVerdict{Version: version, Slot: slot}
 	var r *Release
 	for i := range all {
@@ -74,6 +79,12 @@ func judgeStaged(all []Release, version string, slot bootloader.Slot, take *Rele
 	default:
 		v.Action, v.Reason = StagedWait, fmt.Sprintf("%s may not be taken by this node now: %s", version, wait)
 	}
+	if _, why := state.HoldAgainst(holds, version, now); why != "" && v.Action != StagedCancel {
+		if v.Action == StagedReboot {
+			v.Reason = fmt.Sprintf("%s is not rebooted into while an operator's hold is in force", version)
+		}
+		v.Action, v.Reason = StagedWait, v.Reason+"; "+why
+	}
 	return v
 }
 
@@ -95,8 +106,8 @@ func (u *Updater) stagedPending(st *state.State) (*state.Pending, error) {
 }
 
 // judgeStagedIn judges the update staged in st, if any, against the
-// refreshed targets (see judgeStaged).
-func (u *Updater) judgeStagedIn(st *state.State, targets map[string]signing.TargetInfo, o CheckOptions, take *Release, seed int) (*StagedVerdict, error) {
+// refreshed targets and the holds in force (see judgeStaged).
+func (u *Updater) judgeStagedIn(st *state.State, targets map[string]signing.TargetInfo, o CheckOptions, take *Release, holds []state.Hold, seed int) (*StagedVerdict, error) {
 	p, err := u.stagedPending(st)
 	if err != nil || p == nil {
 		return nil, err
@@ -105,14 +116,23 @@ func (u *Updater) judgeStagedIn(st *state.State, targets map[string]signing.Targ
 	if err != nil {
 		return nil, err
 	}
-	v := judgeStaged(all, p.Version, p.Slot, take, seed, u.now())
+	v := judgeStaged(all, p.Version, p.Slot, take, holds, seed, u.now())
 	return &v, nil
 }
 
-// CancelStaged undoes the staged update to version, recording why. It
+// CancelStaged undoes the staged update to version because the signed
+// metadata says it may not be booted (a StagedCancel verdict); a.By is
+// who acts on the verdict (the agent, 'sealift update --reboot') and
+// a.Reason the verdict's reason, recorded like an operator's cancel. It
 // refuses when the pending update is another one, so it never undoes an
 // update its caller did not judge.
-func (u *Updater) CancelStaged(version, why string) (*state.Pending, error) {
+//
+// Unlike Cancel it leaves no skip hold: a recall is fleet-wide already
+// and says so in the signed metadata, where an un-recall lifts it; a
+// skip would outlive that and keep this node alone from the release
+// until an operator cleared it. A replaced release is left behind by the
+// newer one anyway.
+func (u *Updater) CancelStaged(version string, a Actor) (*CancelResult, error) {
 	st, err := u.State.Load()
 	if err != nil {
 		return nil, err
@@ -124,5 +144,5 @@ func (u *Updater) CancelStaged(version, why string) (*state.Pending, error) {
 	if p == nil || p.Version != version {
 		return nil, fmt.Errorf("%w: %s is not the staged update", ErrNoPending, version)
 	}
-	return u.cancel(st, why)
+	return u.cancel(st, a, false)
 }

@@ -57,12 +57,12 @@ func (u *Updater) Check(trust Trust, o CheckOptions) (*CheckResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := decide(targets, running, st.Failed, o, seed, u.now())
+	res, err := decide(targets, running, st.Failed, st.Holds, o, seed, u.now())
 	if err != nil {
 		return nil, err
 	}
 	res.SeedFrom = seedFrom
-	if res.Staged, err = u.judgeStagedIn(st, targets, o, res.Take, seed); err != nil {
+	if res.Staged, err = u.judgeStagedIn(st, targets, o, res.Take, res.Holds, seed); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -83,6 +83,17 @@ type UpdateOptions struct {
 // release before the boot flags flip. It returns ErrNoRelease (wrapped
 // with the reason) when there is nothing to take.
 func (u *Updater) Update(ctx context.Context, trust Trust, blobs release.BlobFetcher, o UpdateOptions) (*CheckResult, *InstallResult, error) {
+	// A pause that has ended is dropped (and that recorded) here, where
+	// the disk is open for writing; Check only reads.
+	st, err := u.State.Load()
+	if err != nil {
+		return nil, nil, err
+	}
+	if u.expireHolds(st, u.now()) {
+		if err := u.State.Save(st); err != nil {
+			return nil, nil, err
+		}
+	}
 	res, err := u.Check(trust, o.CheckOptions)
 	if err != nil {
 		return nil, nil, err

@@ -311,7 +311,7 @@ func TestUpdateAttacks(t *testing.T) {
 			if _, err := c.update(CheckOptions{}); err != nil { // the node saw the new metadata
 				t.Fatal(err)
 			}
-			if _, err := c.node.u.Cancel(); err != nil {
+			if _, err := c.node.u.Cancel(Actor{}); err != nil {
 				t.Fatal(err)
 			}
 			os.RemoveAll(c.layout)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"sealift/bootloader"
 	"sealift/internal/sdnotify"
 	"sealift/updater"
 	"sealift/updater/agent"
@@ -105,16 +104,24 @@ func (n *cliNode) SetFleetLock(h *state.LockHold) error {
 	return n.withDisk(func(u *updater.Updater) error { return u.SetFleetLock(h) })
 }
 
-func (n *cliNode) Cancel(context.Context) (p *state.Pending, err error) {
-	return p, n.withDisk(func(u *updater.Updater) error { p, err = u.Cancel(); return err })
+func (n *cliNode) Cancel(_ context.Context, a updater.Actor) (r *updater.CancelResult, err error) {
+	return r, n.withDisk(func(u *updater.Updater) error { r, err = u.Cancel(a); return err })
 }
 
-func (n *cliNode) CancelStaged(_ context.Context, version, why string) error {
-	return n.withDisk(func(u *updater.Updater) error { _, err := u.CancelStaged(version, why); return err })
+func (n *cliNode) CancelStaged(_ context.Context, version string, a updater.Actor) error {
+	return n.withDisk(func(u *updater.Updater) error { _, err := u.CancelStaged(version, a); return err })
 }
 
-func (n *cliNode) Rollback(context.Context) (to bootloader.Slot, err error) {
-	return to, n.withDisk(func(u *updater.Updater) error { to, err = u.Rollback(); return err })
+func (n *cliNode) Rollback(_ context.Context, a updater.Actor) (r *updater.RollbackResult, err error) {
+	return r, n.withDisk(func(u *updater.Updater) error { r, err = u.Rollback(a); return err })
+}
+
+func (n *cliNode) SetHold(_ context.Context, req updater.HoldRequest) (ch *updater.HoldChange, err error) {
+	return ch, n.withDisk(func(u *updater.Updater) error { ch, err = u.SetHold(req); return err })
+}
+
+func (n *cliNode) ClearHolds(_ context.Context, kind state.HoldKind, version string, a updater.Actor) (gone []state.Hold, err error) {
+	return gone, n.withDisk(func(u *updater.Updater) error { gone, err = u.ClearHolds(kind, version, a); return err })
 }
 
 func (n *cliNode) Events(_ context.Context, after uint64) ([]state.Event, error) {

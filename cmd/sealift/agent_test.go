@@ -130,9 +130,31 @@ func TestCLIThroughAgent(t *testing.T) {
 	if ev := mustCLI(t, "events", "--agent-socket", sock); !strings.Contains(ev, "agent started") {
 		t.Fatalf("events through the agent:\n%s", ev)
 	}
-	if out := mustCLI(t, "cancel", "--agent-socket", sock); !strings.Contains(out, "through the agent") {
+	if out := mustCLI(t, "cancel", "--agent-socket", sock); !strings.Contains(out, "through the agent") || !strings.Contains(out, "1.0.0 is skipped from now on") {
 		t.Fatalf("cancel: %s", out)
 	}
+	// Holds through the agent: set, shown, honoured by apply, cleared;
+	// refusals exit as they do on the disk.
+	if out := mustCLI(t, "hold", "pause", "--agent-socket", sock, "--reason", "change freeze"); !strings.Contains(out, "hold pause set by "+operator()+" (through the agent)") {
+		t.Fatalf("hold pause: %s", out)
+	}
+	if out := mustCLI(t, "status", "--agent-socket", sock); !strings.Contains(out, "hold:      pause, set by "+operator()) || !strings.Contains(out, "hold:      skip 1.0.0") {
+		t.Fatalf("status with holds through the agent:\n%s", out)
+	}
+	if code, _, errs := cli(t, "update", "--agent-socket", sock, "--config", cfg); code != exitError || !strings.Contains(errs, "updates are paused by "+operator()+" (change freeze") {
+		t.Fatalf("update while paused: exit %d %s", code, errs)
+	}
+	if out := mustCLI(t, "hold", "clear", "pause", "--agent-socket", sock); !strings.Contains(out, "cleared hold pause (through the agent)") {
+		t.Fatalf("hold clear: %s", out)
+	}
+	if code, _, errs := cli(t, "hold", "clear", "pause", "--agent-socket", sock); code != exitNothing {
+		t.Fatalf("clearing it again: exit %d %s", code, errs)
+	}
+	if out := mustCLI(t, "hold", "list", "--agent-socket", sock); !strings.Contains(out, "skip 1.0.0") || strings.Contains(out, "pause") {
+		t.Fatalf("hold list through the agent:\n%s", out)
+	}
+	// 1.0.0 stays skipped; a newer release is for the agent to stage.
+	p.release("1.1.0", 2)
 	if out := mustCLI(t, "update", "--agent-socket", sock, "--config", cfg); !strings.Contains(out, "asked it to check and stage now") {
 		t.Fatalf("update while the agent runs: %s", out)
 	}
@@ -150,10 +172,14 @@ func TestCLIThroughAgent(t *testing.T) {
 		t.Error("socket left behind")
 	}
 	notify.expect(t, "STOPPING=1")
-	// The apply woke the agent, which was staging again when SIGTERM came:
-	// whatever it was doing, the disk is never half-flipped.
+	// The apply woke the agent, which was staging 1.1.0 when SIGTERM came:
+	// whatever it was doing, the disk is never half-flipped, and it never
+	// staged the skipped 1.0.0 again.
 	st := status(t, disk)
 	if p := st.Pending; p != nil {
+		if p.Version != "1.1.0" {
+			t.Fatalf("pending %+v: the cancelled release was staged again", p)
+		}
 		bootable := st.Slots[0].Bootable
 		if (p.Phase == "writing" && bootable) || (p.Phase == "trial" && !bootable) {
 			t.Fatalf("pending %+v with slot A bootable=%v", p, bootable)

@@ -268,6 +268,7 @@ func printStatus(w io.Writer, disk string, st *updater.Status) {
 		f := st.Failed[v]
 		fmt.Fprintf(w, "failed:    %s in slot %s at %s: %s (not retried)\n", v, f.Slot, f.At.Format(time.RFC3339), f.Reason)
 	}
+	printHolds(w, "hold:      ", st.Holds)
 	if l := st.FleetLock; l != nil {
 		fmt.Fprintf(w, "fleetlock: held for group %s since %s (rebooting into %s in slot %s; released once it is judged)\n",
 			l.Group, l.Since.Format(time.RFC3339), l.Version, l.Slot)
@@ -402,7 +403,7 @@ func onDisk(g *globals, args []string, name, usage string, extra func(*pflag.Fla
 	if via, ok := agentOps[name]; ok {
 		// A running agent owns the disk: ask it rather than race it.
 		if c := g.agentClient(); c != nil {
-			msg, err := via(c)
+			msg, err := via(c, actor(fs))
 			if err != nil {
 				return err
 			}
@@ -424,18 +425,37 @@ func onDisk(g *globals, args []string, name, usage string, extra func(*pflag.Fla
 }
 
 // agentOps are the disk commands a running agent carries out for the CLI.
-var agentOps = map[string]func(c *agent.Client) (string, error){
-	"cancel": func(c *agent.Client) (string, error) {
-		p, err := c.Cancel(context.Background())
+var agentOps = map[string]func(c *agent.Client, a updater.Actor) (string, error){
+	"cancel": func(c *agent.Client, a updater.Actor) (string, error) {
+		r, err := c.Cancel(context.Background(), a)
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("cancelled the update to %s in slot %s (through the agent)", p.Version, p.Slot), nil
+		return cancelMessage(r, " (through the agent)"), nil
 	},
-	"rollback": func(c *agent.Client) (string, error) {
-		to, err := c.Rollback(context.Background())
-		return fmt.Sprintf("next boot: %s (rollback, through the agent)", to), err
+	"rollback": func(c *agent.Client, a updater.Actor) (string, error) {
+		r, err := c.Rollback(context.Background(), a)
+		if err != nil {
+			return "", err
+		}
+		return rollbackMessage(r, ", through the agent"), nil
 	},
+}
+
+func cancelMessage(r *updater.CancelResult, via string) string {
+	msg := fmt.Sprintf("cancelled the update to %s in slot %s%s", r.Version, r.Slot, via)
+	if h := r.Skip; h != nil {
+		msg += fmt.Sprintf("; %s is skipped from now on, so the agent does not stage it again ('%s' allows it)", h.Version, h.ClearCommand())
+	}
+	return msg
+}
+
+func rollbackMessage(r *updater.RollbackResult, via string) string {
+	msg := fmt.Sprintf("next boot: %s (rollback%s)", r.To, via)
+	if h := r.Skip; h != nil {
+		msg += fmt.Sprintf("; %s, rolled back from, is skipped from now on, so the agent does not take it again ('%s' allows it)", h.Version, h.ClearCommand())
+	}
+	return msg
 }
 
 func cmdMarkGood(g *globals, args []string) error {
@@ -458,20 +478,35 @@ func cmdMarkBad(g *globals, args []string) error {
 }
 
 func cmdRollback(g *globals, args []string) error {
-	return onDisk(g, args, "rollback", "rollback [--disk DISK]", nil, func(u *updater.Updater) (string, error) {
-		to, err := u.Rollback()
-		return fmt.Sprintf("next boot: %s (rollback)", to), err
-	})
+	var fs *pflag.FlagSet
+	return onDisk(g, args, "rollback", "rollback [--disk DISK] [--reason TEXT]",
+		func(f *pflag.FlagSet) {
+			fs = f
+			f.String("reason", "", "why, recorded with the rollback and the skip of the release rolled back from")
+		},
+		func(u *updater.Updater) (string, error) {
+			r, err := u.Rollback(actor(fs))
+			if err != nil {
+				return "", err
+			}
+			return rollbackMessage(r, ""), nil
+		})
 }
 
 func cmdCancel(g *globals, args []string) error {
-	return onDisk(g, args, "cancel", "cancel [--disk DISK]", nil, func(u *updater.Updater) (string, error) {
-		p, err := u.Cancel()
-		if err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("cancelled the update to %s in slot %s", p.Version, p.Slot), nil
-	})
+	var fs *pflag.FlagSet
+	return onDisk(g, args, "cancel", "cancel [--disk DISK] [--reason TEXT]",
+		func(f *pflag.FlagSet) {
+			fs = f
+			f.String("reason", "", "why, recorded with the cancel and the skip of the release")
+		},
+		func(u *updater.Updater) (string, error) {
+			r, err := u.Cancel(actor(fs))
+			if err != nil {
+				return "", err
+			}
+			return cancelMessage(r, ""), nil
+		})
 }
 
 func cmdBootSimulate(g *globals, args []string) error {

@@ -237,7 +237,7 @@ func exitCode(err error) int {
 		return exitLocked
 	case errors.Is(err, updater.ErrVerify):
 		return exitVerify
-	case errors.Is(err, updater.ErrNoPending):
+	case errors.Is(err, updater.ErrNoPending), errors.Is(err, updater.ErrNoHold):
 		return exitNothing
 	case errors.Is(err, updater.ErrBadInput),
 		errors.Is(err, partitions.ErrNoGPT),

@@ -268,6 +268,7 @@ func cmdCheck(g *globals, args []string) error {
 		fmt.Fprintf(g.stdout, "newest:   %s (%s)\n", res.Newest.Meta.Version, res.Newest.Target)
 	}
 	printRollout(g.stdout, res)
+	printHolds(g.stdout, "hold:     ", res.Holds)
 	if res.Take != nil {
 		fmt.Fprintf(g.stdout, "update:   %s: %s\n", res.Take.Meta.Version, res.Reason)
 	} else {
@@ -371,6 +372,10 @@ func cmdUpdate(g *globals, args []string) error {
 	return nil
 }
 
+// updateActor is who cancels a staged update for update --reboot: the
+// command, on the signed metadata's word, not the operator who ran it.
+const updateActor = "sealift update --reboot"
+
 // confirmStaged refreshes the signed metadata and judges the staged
 // version again before update --reboot reboots into it, as the agent
 // does (docs/agent.md): the download may have taken long enough for a
@@ -389,7 +394,9 @@ func confirmStaged(g *globals, nd *node, o updater.CheckOptions, version string)
 	case updater.StagedReboot:
 		return true, nil
 	case updater.StagedCancel:
-		if _, err := nd.s.up.CancelStaged(v.Version, v.Reason); err != nil {
+		// As the agent's, this cancel leaves no skip: the recall or the
+		// newer release already keeps the node from it.
+		if _, err := nd.s.up.CancelStaged(v.Version, updater.Actor{By: updateActor, Reason: v.Reason}); err != nil {
 			return false, fmt.Errorf("not rebooting; cancel the staged %s: %w", v.Version, err)
 		}
 		g.log.WithFields(map[string]any{"version": v.Version, "slot": v.Slot, "reason": v.Reason}).Warn("staged update cancelled instead of rebooting into it")

@@ -106,8 +106,12 @@ func TestCLIAgentRecalledAfterStagingCancels(t *testing.T) {
 	if st := status(t, disk); st.Pending != nil || st.NextBoot.Slot != "A" || st.NextBoot.Trial {
 		t.Fatalf("after the cancel: pending %+v, next boot %+v", st.Pending, st.NextBoot)
 	}
-	if ev := mustCLI(t, "events", "--disk", disk); !strings.Contains(ev, "the update to 1.1.0 in slot B was cancelled (it was trial): 1.1.0 was recalled") {
+	if ev := mustCLI(t, "events", "--disk", disk); !strings.Contains(ev, "the update to 1.1.0 in slot B was cancelled (it was trial) by sealift agent: 1.1.0 was recalled") {
 		t.Fatalf("events:\n%s", ev)
+	}
+	// Unlike an operator's cancel, the agent's leaves no skip behind.
+	if out := mustCLI(t, "hold", "list", "--disk", disk); !strings.Contains(out, "no holds") {
+		t.Fatalf("holds after the agent's cancel:\n%s", out)
 	}
 	if out := agentAt("2026-11-28T02:31:00Z"); !strings.HasPrefix(out, "up-to-date:") {
 		t.Fatalf("after the cancel: %s", out)
@@ -148,8 +152,11 @@ func TestUpdateRebootConfirms(t *testing.T) {
 	if ok, out := confirm(); ok || out != "not rebooting: cancelled 1.1.0 in slot B: 1.1.0 was recalled\n" {
 		t.Fatalf("recalled: %v %q", ok, out)
 	}
-	if st := status(t, disk); st.Pending != nil {
-		t.Fatalf("still staged: %+v", st.Pending)
+	if st := status(t, disk); st.Pending != nil || len(st.Holds) != 0 {
+		t.Fatalf("still staged: %+v, or a hold left: %+v", st.Pending, st.Holds)
+	}
+	if ev := mustCLI(t, "events", "--disk", disk); !strings.Contains(ev, "cancelled (it was trial) by sealift update --reboot: 1.1.0 was recalled") {
+		t.Fatalf("events:\n%s", ev)
 	}
 
 	// The whole command: a release that may be taken is rebooted into.
@@ -159,5 +166,42 @@ func TestUpdateRebootConfirms(t *testing.T) {
 	out := mustCLI(t, "update", "--disk", disk, "--config", cfg, "--reboot", "--reboot-command", script, "--log-level", "error")
 	if !strings.Contains(out, "installed 1.2.0 into slot B") || !rebooted(mark) {
 		t.Fatalf("update --reboot: rebooted %v\n%s", rebooted(mark), out)
+	}
+}
+
+// TestCLIAgentPausedBeforeConfirm: an operator's pause comes before the
+// look at the signed metadata: in the window the paused agent neither
+// reboots nor contacts the repository (here gone), and check says why
+// the staged release waits. A recall that came in meanwhile is acted on
+// once the pause is cleared.
+func TestCLIAgentPausedBeforeConfirm(t *testing.T) {
+	p, disk, cfg, mark, agentAt := stagedNode(t)
+	agentAt(friday)
+	mustCLI(t, "hold", "pause", "--disk", disk, "--reason", "change freeze")
+	if out := mustCLI(t, "check", "--disk", disk, "--config", cfg); !strings.Contains(out,
+		"staged:   1.1.0 in slot B: kept staged but not rebooted into for now: 1.1.0 is not rebooted into while an operator's hold is in force; updates are paused by") {
+		t.Fatalf("check while paused:\n%s", out)
+	}
+	mustCLI(t, append([]string{"release", "recall", "1.1.0", "--tuf", p.tuf, "--variant", "k8s", "--arch", "x86_64"}, p.dest...)...)
+
+	media := filepath.Join(filepath.Dir(p.dest[1]), "media-away")
+	if err := os.Rename(p.dest[1], media); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(p.dest[1], 0o755)
+	if out := agentAt(saturday); !strings.HasPrefix(out, "paused: 1.1.0 is staged in slot B; not rebooting into it: updates are paused by") || rebooted(mark) {
+		t.Fatalf("saturday, paused: rebooted %v\n%s", rebooted(mark), out)
+	}
+	if st := status(t, disk); st.Pending == nil || st.Pending.Version != "1.1.0" {
+		t.Fatalf("unstaged while paused: %+v", st.Pending)
+	}
+	os.Remove(p.dest[1])
+	if err := os.Rename(media, p.dest[1]); err != nil {
+		t.Fatal(err)
+	}
+
+	mustCLI(t, "hold", "clear", "pause", "--disk", disk)
+	if out := agentAt("2026-11-28T02:31:00Z"); !strings.HasPrefix(out, "cancelled: cancelled 1.1.0 in slot B instead of rebooting into it: 1.1.0 was recalled") || rebooted(mark) {
+		t.Fatalf("pause cleared: rebooted %v\n%s", rebooted(mark), out)
 	}
 }

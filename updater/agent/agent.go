@@ -3,6 +3,11 @@
 // reboots into them when the reboot policy allows (a maintenance window,
 // the fleet's reboot lock, or both), and gives the fleet lock back once
 // the new slot has been judged by its health check or the node fell back.
+// An operator's holds (skip, pin, pause), read with the node's status at
+// every step, keep it from taking or rebooting into what they forbid.
+// Right before a planned reboot it refreshes the signed metadata and
+// judges the staged release again: halted, it waits; recalled or
+// replaced, it cancels the staging.
 //
 // The agent decides; what it does to the node goes through small
 // interfaces (Node, Rebooter, Locker, Clock) so tests drive it with fakes
@@ -36,9 +41,11 @@ type Node interface {
 	// SetFleetLock persists (or, with nil, forgets) a held fleet lock, so
 	// that it is given back after the reboot it was taken for.
 	SetFleetLock(h *state.LockHold) error
-	// CancelStaged undoes the staged update to version, recording why
+	// CancelStaged undoes the staged update to version, which the signed
+	// metadata says may not be booted, recording who and why; unlike an
+	// operator's cancel it leaves no skip hold
 	// (updater.(*Updater).CancelStaged).
-	CancelStaged(ctx context.Context, version, why string) error
+	CancelStaged(ctx context.Context, version string, a updater.Actor) error
 }
 
 // Rebooter restarts the machine. It returns once the reboot is under way.
@@ -53,6 +60,11 @@ type Locker interface {
 	Lock(ctx context.Context) error
 	Unlock(ctx context.Context) error
 }
+
+// ActorName is how the agent names itself as the one who acted
+// (updater.Actor.By) in what it does to the node on its own: the cancel
+// of a recalled or replaced staged update.
+const ActorName = "sealift agent"
 
 // ErrLockBusy: the fleet lock is held by as many nodes as it allows.
 var ErrLockBusy = errors.New("fleet lock busy")
@@ -172,6 +184,8 @@ const (
 	ActionRebooting    = "rebooting"     // asked the machine to reboot
 	ActionTrial        = "trial"         // running a new slot, waiting for its health verdict
 	ActionLockReleased = "lock-released" // gave the fleet lock back
+	ActionPaused       = "paused"        // an operator's pause: no check, download or reboot
+	ActionHeld         = "held"          // staged, but an operator's skip or pin forbids the reboot into it
 	ActionError        = "error"         // the step failed; retried with backoff
 )
 
@@ -233,6 +247,23 @@ func (a *Agent) ForceNext() {
 func (a *Agent) Exclusive(fn func() error) error {
 	if !a.opMu.TryLock() {
 		return ErrBusy
+	}
+	defer a.opMu.Unlock()
+	return fn()
+}
+
+// ExclusiveWait runs fn once no disk-changing operation is under way,
+// waiting for the one that is (the agent's own update may take minutes),
+// or gives up when ctx ends. The local API sets and clears holds through
+// it: a hold must not be refused because the agent is downloading.
+func (a *Agent) ExclusiveWait(ctx context.Context, fn func() error) error {
+	got := make(chan struct{})
+	go func() { a.opMu.Lock(); close(got) }()
+	select {
+	case <-got:
+	case <-ctx.Done():
+		go func() { <-got; a.opMu.Unlock() }()
+		return fmt.Errorf("waiting for the agent to finish changing the disk: %w", ctx.Err())
 	}
 	defer a.opMu.Unlock()
 	return fn()
@@ -312,7 +343,11 @@ func (a *Agent) step(ctx context.Context, p Policy, lock Locker, now time.Time, 
 			return StepInfo{Action: ActionTrial, Next: now.Add(trialPoll),
 				Detail: fmt.Sprintf("running %s in slot %s on trial; the fleet lock is kept until its health check decides", pend.Version, pend.Slot)}, nil
 		}
-		if err := a.unlock(ctx, lock, now, st, h); err != nil {
+		how := fmt.Sprintf("%s in slot %s was kept", h.Version, h.Slot)
+		if st.Running != h.Slot {
+			how = fmt.Sprintf("the node fell back from %s to slot %s", h.Version, st.Running)
+		}
+		if err := a.unlock(ctx, lock, now, h, how); err != nil {
 			return StepInfo{}, err
 		}
 		return StepInfo{Action: ActionLockReleased, Next: now, Detail: "gave the fleet lock back"}, nil
@@ -322,11 +357,22 @@ func (a *Agent) step(ctx context.Context, p Policy, lock Locker, now time.Time, 
 		return StepInfo{Action: ActionTrial, Next: now.Add(trialPoll),
 			Detail: fmt.Sprintf("running %s in slot %s on trial; waiting for its health check", pend.Version, pend.Slot)}, nil
 	}
-	// 3. A staged update waits for the reboot policy.
+	// 3. A staged update waits for the reboot policy, unless an
+	// operator's hold forbids the reboot into it. The holds come first:
+	// they are read from the disk, so a paused node does not contact the
+	// repository; reboot then confirms the release against refreshed
+	// signed metadata (halted, recalled) before it takes a fleet slot.
 	if staged {
+		if h, why := state.HoldAgainst(st.Holds, pend.Version, now); h != nil {
+			return a.held(ctx, p, lock, now, st, *h, why)
+		}
 		return a.reboot(ctx, p, lock, now, st)
 	}
-	// 4. Check, and stage what there is to take.
+	// 4. An operator's pause: no check, no download.
+	if h := state.FindHold(state.ActiveHolds(st.Holds, now), state.HoldPause, ""); h != nil {
+		return StepInfo{Action: ActionPaused, Next: a.heldUntil(p, now, *h), Detail: h.Against("", now)}, nil
+	}
+	// 5. Check, and stage what there is to take.
 	if !force && len(p.Download) > 0 && !p.Download.Open(now) {
 		start, _ := p.Download.Next(now)
 		return StepInfo{Action: ActionWaitDownload, Next: start,
@@ -426,12 +472,15 @@ func (a *Agent) confirm(ctx context.Context, p Policy, lock Locker, now time.Tim
 	// A lock held from an earlier attempt would block a fleet slot for a
 	// reboot that is not coming.
 	if h := st.FleetLock; h != nil {
-		if err := a.giveBack(ctx, lock, now, h, fmt.Sprintf("not rebooting into %s: %s", v.Version, v.Reason)); err != nil {
+		if err := a.unlock(ctx, lock, now, h, fmt.Sprintf("not rebooting into %s: %s", v.Version, v.Reason)); err != nil {
 			return StepInfo{Check: res}, true, err
 		}
 	}
 	if v.Action == updater.StagedCancel {
-		if err := a.Node.CancelStaged(ctx, v.Version, v.Reason); err != nil {
+		// No skip hold is left (updater.(*Updater).CancelStaged): the
+		// signed metadata is the fleet-wide word on a recall, and an
+		// un-recall is then taken like any release.
+		if err := a.Node.CancelStaged(ctx, v.Version, updater.Actor{By: ActorName, Reason: v.Reason}); err != nil {
 			return StepInfo{Check: res}, true, fmt.Errorf("cancel the staged %s: %w", v.Version, err)
 		}
 		return StepInfo{Action: ActionCancelled, Check: res, Next: now,
@@ -451,26 +500,40 @@ func (a *Agent) confirm(ctx context.Context, p Policy, lock Locker, now time.Tim
 		Detail: fmt.Sprintf("%s; looking again at %s", msg, next.Format(time.RFC3339))}, true, nil
 }
 
-// giveBack returns a fleet lock taken for a reboot that is not going to
-// happen.
-func (a *Agent) giveBack(ctx context.Context, lock Locker, now time.Time, h *state.LockHold, why string) error {
-	if lock == nil {
-		return fmt.Errorf("a fleet lock of group %s is recorded as held but no fleet lock server is configured to give it back to", h.Group)
+// held keeps a staged update from being rebooted into while an
+// operator's hold forbids it. A fleet lock taken for that reboot is given
+// back: the reboot is not coming, and the fleet must not wait for it.
+func (a *Agent) held(ctx context.Context, p Policy, lock Locker, now time.Time, st *updater.Status, h state.Hold, why string) (StepInfo, error) {
+	pend := st.Pending
+	if l := st.FleetLock; l != nil {
+		if err := a.unlock(ctx, lock, now, l, fmt.Sprintf("the reboot into %s is held by the operator", pend.Version)); err != nil {
+			return StepInfo{}, err
+		}
 	}
-	if err := lock.Unlock(ctx); err != nil {
-		return fmt.Errorf("give the fleet lock back: %w", err)
+	action := ActionHeld
+	if h.Kind == state.HoldPause {
+		action = ActionPaused
 	}
-	if err := a.Node.SetFleetLock(nil); err != nil {
-		return fmt.Errorf("forget the fleet lock: %w", err)
-	}
-	_ = a.Node.Record(state.Event{At: now, Kind: state.EventLockReleased, Slot: h.Slot, Version: h.Version,
-		Message: fmt.Sprintf("gave the fleet lock of group %s back: %s", h.Group, why)})
-	return nil
+	detail := fmt.Sprintf("%s is staged in slot %s; not rebooting into it: %s; 'sealift cancel' undoes the staging", pend.Version, pend.Slot, why)
+	_ = a.Node.Record(state.Event{At: now, Kind: state.EventRebootWaiting, Slot: pend.Slot, Version: pend.Version, Message: detail})
+	return StepInfo{Action: action, Next: a.heldUntil(p, now, h), Detail: detail}, nil
 }
 
-// unlock gives the fleet lock back after the slot it was taken for was
-// judged.
-func (a *Agent) unlock(ctx context.Context, lock Locker, now time.Time, st *updater.Status, h *state.LockHold) error {
+// heldUntil is when to look again while h holds the node: the end of a
+// pause, or the next check (a hold set or cleared through the local API
+// wakes the agent sooner).
+func (a *Agent) heldUntil(p Policy, now time.Time, h state.Hold) time.Time {
+	next := a.nextCheck(p, now)
+	if h.Kind == state.HoldPause && !h.Until.IsZero() && h.Until.Before(next) {
+		return h.Until
+	}
+	return next
+}
+
+// unlock gives the fleet lock back: after the slot it was taken for was
+// judged, or when the reboot it was taken for is not coming (held by the
+// operator, or the release halted or recalled); how says which.
+func (a *Agent) unlock(ctx context.Context, lock Locker, now time.Time, h *state.LockHold, how string) error {
 	if lock == nil {
 		return fmt.Errorf("a fleet lock of group %s is recorded as held but no fleet lock server is configured to give it back to", h.Group)
 	}
@@ -479,10 +542,6 @@ func (a *Agent) unlock(ctx context.Context, lock Locker, now time.Time, st *upda
 	}
 	if err := a.Node.SetFleetLock(nil); err != nil {
 		return fmt.Errorf("forget the fleet lock: %w", err)
-	}
-	how := fmt.Sprintf("%s in slot %s was kept", h.Version, h.Slot)
-	if st.Running != h.Slot {
-		how = fmt.Sprintf("the node fell back from %s to slot %s", h.Version, st.Running)
 	}
 	_ = a.Node.Record(state.Event{At: now, Kind: state.EventLockReleased, Slot: h.Slot, Version: h.Version,
 		Message: fmt.Sprintf("gave the fleet lock of group %s back: %s", h.Group, how)})
@@ -504,15 +563,33 @@ func (a *Agent) Run(ctx context.Context, wake <-chan struct{}, after func(time.D
 		if a.OnStep != nil {
 			a.OnStep(info)
 		}
-		d := info.Next.Sub(a.Clock.Now())
+		if !a.sleepUntil(ctx, info.Next, wake, after) {
+			return nil
+		}
+	}
+}
+
+// wallCheck bounds each sleep of the loop. Timers run on the monotonic
+// clock, which does not jump; windows and waves are wall-clock times. A
+// node whose clock is set after boot (NTP, an RTC that was wrong) or that
+// resumes from suspend would otherwise keep sleeping the old duration
+// and miss its window.
+const wallCheck = time.Minute
+
+// sleepUntil waits until the wall clock reaches next, wake delivers, or
+// ctx ends (false).
+func (a *Agent) sleepUntil(ctx context.Context, next time.Time, wake <-chan struct{}, after func(time.Duration) <-chan time.Time) bool {
+	for {
+		d := next.Sub(a.Clock.Now())
 		if d <= 0 {
-			continue // the step asked for another one right away
+			return true // the step asked for another one right away
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-wake:
-		case <-after(d):
+			return true
+		case <-after(min(d, wallCheck)):
 		}
 	}
 }

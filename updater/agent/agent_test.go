@@ -35,6 +35,8 @@ type fakeNode struct {
 	updateErr error
 	updates   int
 	rollout   *rollout.Eligibility // the newest release's rollout, when not yet here
+	holds     []state.Hold
+	clock     *fakeClock
 	// What a check says about the staged update: verdict "" is
 	// StagedReboot; checkErr plays metadata that cannot be refreshed.
 	verdict       updater.StagedAction
@@ -42,6 +44,7 @@ type fakeNode struct {
 	verdictAt     *rollout.Eligibility
 	checkErr      error
 	checks        int
+	cancelledBy   updater.Actor // who CancelStaged was told acts
 }
 
 func newFakeNode() *fakeNode { return &fakeNode{running: bootloader.SlotA, version: "1.0"} }
@@ -49,7 +52,8 @@ func newFakeNode() *fakeNode { return &fakeNode{running: bootloader.SlotA, versi
 func (n *fakeNode) Status(context.Context) (*updater.Status, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	s := &updater.Status{Running: n.running, Pending: n.pending, FleetLock: n.lock, NextBoot: bootloader.Decision{Slot: n.running}}
+	s := &updater.Status{Running: n.running, Pending: n.pending, FleetLock: n.lock, NextBoot: bootloader.Decision{Slot: n.running},
+		Holds: state.ActiveHolds(n.holds, n.clock.Now())}
 	if p := n.pending; p != nil && p.Phase == state.PhaseTrial && p.Slot != n.running {
 		s.NextBoot = bootloader.Decision{Slot: p.Slot, Trial: true}
 	}
@@ -74,15 +78,16 @@ func (n *fakeNode) Check(context.Context) (*updater.CheckResult, error) {
 	return res, nil
 }
 
-func (n *fakeNode) CancelStaged(_ context.Context, version, why string) error {
+// CancelStaged undoes the staging and, unlike cancel, leaves no skip.
+func (n *fakeNode) CancelStaged(_ context.Context, version string, a updater.Actor) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	p := n.pending
 	if p == nil || p.Version != version {
 		return updater.ErrNoPending
 	}
-	n.pending = nil
-	n.events = append(n.events, state.Event{Kind: state.EventCancelled, Slot: p.Slot, Version: p.Version, Message: "cancelled: " + why})
+	n.pending, n.cancelledBy = nil, a
+	n.events = append(n.events, state.Event{Kind: state.EventCancelled, Slot: p.Slot, Version: p.Version, Message: "cancelled by " + a.By + ": " + a.Reason})
 	return nil
 }
 
@@ -95,6 +100,10 @@ func (n *fakeNode) Update(context.Context) (*updater.CheckResult, *updater.Insta
 	}
 	if n.available == "" || n.available == n.version {
 		return &updater.CheckResult{Running: n.version, Reason: "up to date", Rollout: n.rollout}, nil, fmt.Errorf("%w: up to date", updater.ErrNoRelease)
+	}
+	// The holds as updater's decide honours them (tested there).
+	if _, why := state.HoldAgainst(n.holds, n.available, n.clock.Now()); why != "" {
+		return &updater.CheckResult{Running: n.version, Reason: why}, nil, fmt.Errorf("%w: %s", updater.ErrNoRelease, why)
 	}
 	to := n.running.Other()
 	n.pending = &state.Pending{Slot: to, Version: n.available, Phase: state.PhaseTrial}
@@ -113,6 +122,22 @@ func (n *fakeNode) SetFleetLock(h *state.LockHold) error {
 	defer n.mu.Unlock()
 	n.lock = h
 	return nil
+}
+
+// cancel plays 'sealift cancel' of the staged update: it is undone and
+// skipped from then on.
+func (n *fakeNode) cancel() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.holds = append(n.holds, state.Hold{Kind: state.HoldSkip, Version: n.pending.Version, Reason: "its staged update was cancelled", Since: n.clock.Now()})
+	n.pending = nil
+}
+
+// hold sets an operator hold, as 'sealift hold' does.
+func (n *fakeNode) hold(h state.Hold) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.holds = append(n.holds, h)
 }
 
 // boot plays the reboot the agent asked for: the staged slot runs, on trial.
@@ -147,9 +172,18 @@ func (n *fakeNode) kinds() []string {
 	return ks
 }
 
-type fakeRebooter struct{ n int }
+type fakeRebooter struct {
+	n   int
+	err error // the reboot command fails
+}
 
-func (r *fakeRebooter) Reboot(context.Context) error { r.n++; return nil }
+func (r *fakeRebooter) Reboot(context.Context) error {
+	if r.err != nil {
+		return r.err
+	}
+	r.n++
+	return nil
+}
 
 // fakeLock is a fleet lock with one slot shared by several agents.
 type fakeLock struct {
@@ -207,6 +241,7 @@ type rig struct {
 func newRig(t *testing.T, p Policy, lock Locker) *rig {
 	t.Helper()
 	r := &rig{node: newFakeNode(), reb: &fakeRebooter{}, clock: &fakeClock{t0}}
+	r.node.clock = r.clock
 	if p.Interval == 0 {
 		p.Interval = time.Hour
 	}
@@ -433,8 +468,9 @@ func TestRunWakesAndStops(t *testing.T) {
 	}
 	done := make(chan error)
 	go func() { done <- r.a.Run(ctx, wake, after) }()
-	if d := <-timers; d != time.Hour {
-		t.Fatalf("first sleep %s, want the interval", d)
+	// The interval is slept a minute at a time (wallCheck).
+	if d := <-timers; d != wallCheck {
+		t.Fatalf("first sleep %s, want %s", d, wallCheck)
 	}
 	r.node.mu.Lock()
 	r.node.available = "1.1"
@@ -447,6 +483,45 @@ func TestRunWakesAndStops(t *testing.T) {
 	}
 	if r.reb.n != 1 {
 		t.Fatalf("%d reboots", r.reb.n)
+	}
+}
+
+// TestRunFollowsTheWallClock: a step waiting for a window runs when the
+// wall clock reaches the window's start, even when the clock jumps there
+// (set by NTP after boot) instead of the monotonic time passing.
+func TestRunFollowsTheWallClock(t *testing.T) {
+	r := newRig(t, Policy{Interval: 24 * time.Hour, Reboot: Window, RebootWindows: window(t, []string{"sat"}, "02:00", "2h", "UTC")}, nil)
+	r.node.available = "1.1"
+	windowStart := time.Date(2026, 11, 28, 2, 0, 0, 0, time.UTC) // the Saturday after t0
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fire := make(chan time.Time)
+	slept := make(chan time.Duration)
+	after := func(d time.Duration) <-chan time.Time {
+		slept <- d
+		return fire
+	}
+	done := make(chan error)
+	go func() { done <- r.a.Run(ctx, nil, after) }()
+	// Staged (next step at once), then waiting for Saturday's window,
+	// a minute at a time.
+	if d := <-slept; d != wallCheck {
+		t.Fatalf("sleep %s while waiting for the window, want %s", d, wallCheck)
+	}
+	if r.reb.n != 0 {
+		t.Fatal("rebooted outside the window")
+	}
+	// The clock jumps into the window; the next minute's look sees it.
+	// (Set before the timer fires: the channel orders the two.)
+	r.clock.t = windowStart.Add(time.Minute)
+	fire <- time.Time{}
+	<-slept // after the reboot request
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r.reb.n != 1 {
+		t.Fatalf("%d reboots after the clock reached the window, want 1", r.reb.n)
 	}
 }
 
@@ -586,9 +661,41 @@ func TestRecalledAfterStagingCancelled(t *testing.T) {
 	if last.Kind != state.EventCancelled || !strings.Contains(last.Message, "recalled") {
 		t.Errorf("event %+v", last)
 	}
+	// The agent acts as itself, and the recall leaves no skip behind: an
+	// un-recall is taken like any release.
+	if r.node.cancelledBy != (updater.Actor{By: ActorName, Reason: "1.1 was recalled"}) || len(r.node.holds) != 0 {
+		t.Errorf("cancelled by %+v, holds %+v", r.node.cancelledBy, r.node.holds)
+	}
 	r.step(t, ActionUpToDate)
 	if r.reb.n != 0 {
 		t.Fatal("rebooted after the cancel")
+	}
+}
+
+// TestPauseBeforeConfirm: an operator's pause keeps a staged update from
+// being rebooted into without the agent contacting the repository, even
+// in the window; a recall that came in meanwhile is acted on once the
+// pause ends, before any fleet slot is taken.
+func TestPauseBeforeConfirm(t *testing.T) {
+	var mu sync.Mutex
+	holder := ""
+	lock := &fakeLock{mu: &mu, holder: &holder, id: "n1"}
+	win, open := satWindow(t)
+	r := newRig(t, Policy{Interval: time.Hour, Reboot: FleetLock, LockGroup: "g", RebootWindows: win}, lock)
+	r.node.available = "1.1"
+	r.step(t, ActionStaged)
+	r.node.verdict, r.node.verdictReason = updater.StagedCancel, "1.1 was recalled"
+	r.node.hold(state.Hold{Kind: state.HoldPause, By: "alice", Since: t0})
+	r.clock.t = open
+	before := r.node.checks
+	r.step(t, ActionPaused)
+	if r.node.checks != before || r.node.pending == nil || r.reb.n != 0 || holder != "" {
+		t.Fatalf("paused: %d checks, pending %+v, %d reboots, lock holder %q", r.node.checks-before, r.node.pending, r.reb.n, holder)
+	}
+	r.node.holds = nil
+	r.step(t, ActionCancelled)
+	if r.node.checks != before+1 || r.node.pending != nil || r.reb.n != 0 || holder != "" || lock.unlocks != 0 {
+		t.Fatalf("after the pause: %d checks, pending %+v, %d reboots, lock holder %q, %d unlocks", r.node.checks-before, r.node.pending, r.reb.n, holder, lock.unlocks)
 	}
 }
 

@@ -21,16 +21,26 @@ type fakeOps struct {
 	pending *state.Pending
 }
 
-func (o *fakeOps) Cancel(context.Context) (*state.Pending, error) {
+func (o *fakeOps) Cancel(context.Context, updater.Actor) (*updater.CancelResult, error) {
 	if o.pending == nil {
 		return nil, updater.ErrNoPending
 	}
 	p := o.pending
 	o.pending = nil
-	return p, nil
+	return &updater.CancelResult{Pending: *p, Skip: &state.Hold{Kind: state.HoldSkip, Version: p.Version}}, nil
 }
 
-func (o *fakeOps) Rollback(context.Context) (bootloader.Slot, error) { return bootloader.SlotB, nil }
+func (o *fakeOps) Rollback(context.Context, updater.Actor) (*updater.RollbackResult, error) {
+	return &updater.RollbackResult{To: bootloader.SlotB}, nil
+}
+
+func (o *fakeOps) SetHold(context.Context, updater.HoldRequest) (*updater.HoldChange, error) {
+	return nil, errors.New("not in this test")
+}
+
+func (o *fakeOps) ClearHolds(context.Context, state.HoldKind, string, updater.Actor) ([]state.Hold, error) {
+	return nil, errors.New("not in this test")
+}
 
 func (o *fakeOps) Events(_ context.Context, after uint64) ([]state.Event, error) {
 	var out []state.Event
@@ -93,19 +103,19 @@ func TestLocalAPI(t *testing.T) {
 	}
 	// While the agent changes the disk, cancel is refused as busy.
 	r.a.opMu.Lock()
-	if _, err := c.Cancel(ctx); !errors.Is(err, ErrBusy) {
+	if _, err := c.Cancel(ctx, updater.Actor{}); !errors.Is(err, ErrBusy) {
 		t.Fatalf("cancel during an update: %v", err)
 	}
 	r.a.opMu.Unlock()
-	if p, err := c.Cancel(ctx); err != nil || p.Version != "1.1" {
+	if p, err := c.Cancel(ctx, updater.Actor{}); err != nil || p.Version != "1.1" || p.Skip == nil || p.Skip.Version != "1.1" {
 		t.Fatalf("cancel: %+v, %v", p, err)
 	}
 	var apiErr *APIError
-	if _, err := c.Cancel(ctx); !errors.As(err, &apiErr) || apiErr.Status != http.StatusUnprocessableEntity {
+	if _, err := c.Cancel(ctx, updater.Actor{}); !errors.As(err, &apiErr) || apiErr.Status != http.StatusUnprocessableEntity {
 		t.Fatalf("second cancel: %v", err)
 	}
-	if to, err := c.Rollback(ctx); err != nil || to != bootloader.SlotB {
-		t.Fatalf("rollback: %s, %v", to, err)
+	if rb, err := c.Rollback(ctx, updater.Actor{}); err != nil || rb.To != bootloader.SlotB {
+		t.Fatalf("rollback: %+v, %v", rb, err)
 	}
 	srv.Close()
 	if _, err := Dial(sock); err == nil {

@@ -26,6 +26,9 @@ type Metrics struct {
 	lockHeld   prometheus.Gauge
 	eligibleAt prometheus.Gauge
 	rollbacks  prometheus.Gauge
+	hold       *prometheus.GaugeVec
+	holdSince  *prometheus.GaugeVec
+	skipped    prometheus.Gauge
 	mu         sync.Mutex
 }
 
@@ -56,7 +59,14 @@ func NewMetrics() *Metrics {
 		rollbacks: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sealift_rollbacks",
 			Help: "Fallbacks from a new slot in the node's recorded history (its newest 300 events)."}),
 	}
-	m.reg.MustRegister(m.info, m.step, m.lastStep, m.nextStep, m.lastCheck, m.checkOK, m.available, m.failed, m.lockHeld, m.eligibleAt, m.rollbacks)
+	m.hold = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sealift_hold",
+		Help: "1 for each operator hold in force: kind skip or pin with its version, or pause (version empty)."}, []string{"kind", "version"})
+	m.holdSince = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sealift_hold_since_timestamp_seconds",
+		Help: "When each operator hold in force was set (to find forgotten ones)."}, []string{"kind", "version"})
+	m.skipped = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sealift_hold_skipped_versions",
+		Help: "Releases an operator hold skips on this node (cancelled, rolled back from, or skipped)."})
+	m.reg.MustRegister(m.info, m.step, m.lastStep, m.nextStep, m.lastCheck, m.checkOK, m.available, m.failed, m.lockHeld, m.eligibleAt, m.rollbacks,
+		m.hold, m.holdSince, m.skipped)
 	return m
 }
 
@@ -100,6 +110,17 @@ func (m *Metrics) Observe(info StepInfo, st *updater.Status, events []state.Even
 		}
 		m.failed.Set(float64(len(st.Failed)))
 		m.lockHeld.Set(map[bool]float64{true: 1, false: 0}[st.FleetLock != nil])
+		m.hold.Reset()
+		m.holdSince.Reset()
+		skipped := 0
+		for _, h := range st.Holds {
+			m.hold.WithLabelValues(string(h.Kind), h.Version).Set(1)
+			m.holdSince.WithLabelValues(string(h.Kind), h.Version).Set(float64(h.Since.Unix()))
+			if h.Kind == state.HoldSkip {
+				skipped++
+			}
+		}
+		m.skipped.Set(float64(skipped))
 	}
 	if events != nil {
 		n := 0

@@ -45,7 +45,10 @@ const (
 	EventLockTaken     = "lock-taken"     // the fleet's reboot lock was granted
 	EventLockReleased  = "lock-released"  // the fleet's reboot lock was given back
 	EventAgentStarted  = "agent-started"  // the agent started or reloaded its config
-	EventRebootWaiting = "reboot-waiting" // a staged update waits for its window or the lock
+	EventRebootWaiting = "reboot-waiting" // a staged update waits for its window, the lock or a hold
+	EventHoldSet       = "hold-set"       // an operator hold was set (or replaced)
+	EventHoldCleared   = "hold-cleared"   // an operator hold was lifted
+	EventHoldExpired   = "hold-expired"   // a pause reached its end by itself
 )
 
 // Record appends an event, numbering it, and trims the history to

@@ -1,7 +1,8 @@
 // Package state persists what sealift knows beyond the boot flags: what each
-// slot holds, the update in flight, and failed releases. Every change is a
-// whole-file replacement through temp file, fsync, rename and directory
-// fsync, so a power cut leaves the old or the new state, never a mix.
+// slot holds, the update in flight, failed releases, the operator's holds
+// and the node's event history. Every change is a whole-file replacement
+// through temp file, fsync, rename and directory fsync, so a power cut
+// leaves the old or the new state, never a mix.
 package state
 
 import (
@@ -100,6 +101,11 @@ type State struct {
 	// in every rollout. nil until drawn; older files have none, and
 	// older sealift versions ignore it.
 	Seed *int `json:"seed,omitempty"`
+	// Holds are the operator's holds on updates (skip a version, pin
+	// one, pause), in HoldKinds order. Older files have none; sealift
+	// versions from before holds ignore them (and drop them when they
+	// save the state).
+	Holds []Hold `json:"holds,omitempty"`
 }
 
 // LockHold records a held fleet reboot lock, so it is given back after
