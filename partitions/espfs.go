@@ -6,6 +6,9 @@ import (
 	iofs "io/fs"
 	"os"
 	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"sealift/bootloader"
 )
@@ -140,6 +143,13 @@ func (e *espFS) do(write bool, fn func(*fat32) error) error {
 		return fmt.Errorf("open ESP: %w", err)
 	}
 	defer f.Close()
+	// Readers do not take the disk lock (status must answer while an
+	// update runs), so the FAT is locked for each operation on its own:
+	// a reader never sees a half-done change of the FAT, the directories
+	// and the clusters of a file.
+	if err := lockRange(f, write, base, esp.Size); err != nil {
+		return fmt.Errorf("disk %s: lock the ESP: %w", d.path, err)
+	}
 	v, err := loadFAT32(region{f: f, base: base, size: esp.Size})
 	if err != nil {
 		return fmt.Errorf("disk %s: %w", d.path, err)
@@ -196,4 +206,34 @@ func (e *espFS) ReadDir(dir string) ([]string, error) {
 
 func (e *espFS) MkdirAll(dir string) error {
 	return e.do(true, func(v *fat32) error { return v.mkdirAll(dir) })
+}
+
+// espLockWait bounds the wait for another process's ESP operation, which
+// takes milliseconds; a holder stuck longer is reported, not waited for.
+const espLockWait = 30 * time.Second
+
+// lockRange takes an open-file-description lock (fcntl F_OFD_SETLK) on
+// [start, start+size) of f: shared to read, exclusive to write. It is
+// released when f is closed. OFD locks belong to the open file, not the
+// process, so two opens in one process exclude each other as two
+// processes do; they are independent of the flock that is the disk lock.
+func lockRange(f *os.File, write bool, start, size int64) error {
+	lk := unix.Flock_t{Type: unix.F_RDLCK, Whence: 0, Start: start, Len: size}
+	if write {
+		lk.Type = unix.F_WRLCK
+	}
+	deadline := time.Now().Add(espLockWait)
+	for {
+		err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("another process has held it for %s: %w", espLockWait, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }

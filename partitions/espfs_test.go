@@ -517,3 +517,110 @@ var (
 	churnSeed  int64 = 1
 	churnSteps       = 400
 )
+
+// TestESPFSReadersDuringWrites: readers that do not hold the disk lock
+// (sealift status while the agent updates) read the ESP while another
+// open of the disk replaces a file on it over and over. Every read sees
+// the old file or the new one, never a FAT caught halfway.
+func TestESPFSReadersDuringWrites(t *testing.T) {
+	p := newDisk(t)
+	w := espOf(t, p)
+	payload := func(i int) []byte { return bytes.Repeat([]byte(fmt.Sprintf("%08d", i)), 3000+i%700) }
+	if err := w.MkdirAll("sealift"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteFile("sealift/state.json", payload(0)); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	errs := make(chan error, 8)
+	for r := 0; r < 3; r++ {
+		go func() {
+			d, err := Open(p, false)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer d.Close()
+			f, err := d.ESPFS()
+			if err != nil {
+				errs <- err
+				return
+			}
+			for {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				b, err := f.ReadFile("sealift/state.json")
+				if err != nil {
+					errs <- fmt.Errorf("read while a writer replaces the file: %w", err)
+					return
+				}
+				var i int
+				if _, err := fmt.Sscanf(string(b[:8]), "%08d", &i); err != nil || !bytes.Equal(b, payload(i)) {
+					errs <- fmt.Errorf("read %d bytes that are neither the old file nor the new one", len(b))
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	for i := 1; i <= 100; i++ {
+		if err := w.WriteFile("sealift/state.json", payload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	for r := 0; r < 3; r++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	fsckESP(t, p)
+}
+
+// TestESPFSReadWaitsForWrite: a read of the ESP waits while another open
+// of the disk holds the ESP for a change, and goes on once it is done.
+// (Without the lock, TestESPFSReadersDuringWrites catches a torn read
+// only now and then; this shows the exclusion every time.)
+func TestESPFSReadWaitsForWrite(t *testing.T) {
+	p := newDisk(t)
+	w := espOf(t, p)
+	if err := w.WriteFile("f", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	d := openDisk(t, p, false)
+	r, err := d.ESPFS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lockRange(held, true, d.ESP().Start, d.ESP().Size); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.ReadFile("f")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("read the ESP while a writer holds it (%v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	held.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the read did not go on after the writer let go")
+	}
+}
