@@ -80,6 +80,10 @@ type CheckResult struct {
 	// Holds are the operator's holds in force, which the decision
 	// honoured.
 	Holds []state.Hold `json:"holds,omitempty"`
+	// Staged is the verdict on the update staged on the node (flipped,
+	// not booted yet): may it still be booted? It honours the holds
+	// too. nil when none is staged.
+	Staged *StagedVerdict `json:"staged,omitempty"`
 }
 
 // Where CheckResult.Seed came from.

@@ -194,7 +194,8 @@ func (u *Updater) Rollback(a Actor) (*RollbackResult, error) {
 }
 
 // CancelResult is what Cancel did: the update it undid and, for a staged
-// one, the hold that keeps the node from staging it again.
+// one, the hold that keeps the node from staging it again (none after
+// CancelStaged: a recall needs no skip).
 type CancelResult struct {
 	state.Pending
 	Skip *state.Hold `json:"skip,omitempty"`
@@ -210,6 +211,13 @@ func (u *Updater) Cancel(a Actor) (*CancelResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	return u.cancel(st, a, true)
+}
+
+// cancel is Cancel on a loaded state. skip says whether a staged release
+// is skipped from then on: an operator's cancel is, a cancel sealift
+// decides on from the signed metadata (CancelStaged) is not.
+func (u *Updater) cancel(st *state.State, a Actor, skip bool) (*CancelResult, error) {
 	p := st.Pending
 	if p == nil {
 		return nil, ErrNoPending
@@ -222,10 +230,16 @@ func (u *Updater) Cancel(a Actor) (*CancelResult, error) {
 	now := u.now()
 	st.Pending = nil
 	st.Last = &state.Outcome{Slot: p.Slot, Version: p.Version, Result: "cancelled", Reason: a.Reason, At: now}
-	st.Record(state.Event{At: now, Kind: state.EventCancelled, Slot: p.Slot, Version: p.Version,
-		Message: fmt.Sprintf("the update to %s in slot %s was cancelled (it was %s)", p.Version, p.Slot, p.Phase)})
+	msg := fmt.Sprintf("the update to %s in slot %s was cancelled (it was %s)", p.Version, p.Slot, p.Phase)
+	if a.By != "" {
+		msg += " by " + a.By
+	}
+	if a.Reason != "" {
+		msg += ": " + a.Reason
+	}
+	st.Record(state.Event{At: now, Kind: state.EventCancelled, Slot: p.Slot, Version: p.Version, Message: msg})
 	res := &CancelResult{Pending: *p}
-	if p.Phase == state.PhaseTrial {
+	if skip && p.Phase == state.PhaseTrial {
 		res.Skip = skipAfter(st, p.Version, "its staged update was cancelled", a, now)
 	}
 	delete(st.Slots, p.Slot)

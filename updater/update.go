@@ -62,6 +62,9 @@ func (u *Updater) Check(trust Trust, o CheckOptions) (*CheckResult, error) {
 		return nil, err
 	}
 	res.SeedFrom = seedFrom
+	if res.Staged, err = u.judgeStagedIn(st, targets, o, res.Take, res.Holds, seed); err != nil {
+		return nil, err
+	}
 	return res, nil
 }
 

@@ -124,6 +124,10 @@ func (n *cliNode) Cancel(_ context.Context, a updater.Actor) (r *updater.CancelR
 	return r, n.withDisk(func(u *updater.Updater) error { r, err = u.Cancel(a); return err })
 }
 
+func (n *cliNode) CancelStaged(_ context.Context, version string, a updater.Actor) error {
+	return n.withDisk(func(u *updater.Updater) error { _, err := u.CancelStaged(version, a); return err })
+}
+
 func (n *cliNode) Rollback(_ context.Context, a updater.Actor) (r *updater.RollbackResult, err error) {
 	return r, n.withDisk(func(u *updater.Updater) error { r, err = u.Rollback(a); return err })
 }

@@ -274,8 +274,18 @@ func cmdCheck(g *globals, args []string) error {
 	} else {
 		fmt.Fprintf(g.stdout, "update:   none: %s\n", res.Reason)
 	}
+	if v := res.Staged; v != nil {
+		fmt.Fprintf(g.stdout, "staged:   %s in slot %s: %s: %s\n", v.Version, v.Slot, stagedWords[v.Action], v.Reason)
+	}
 	fmt.Fprintf(g.stdout, "reboot:   %s\n", rebootPlan(nd.cfg, time.Now()))
 	return nil
+}
+
+// stagedWords says what the agent does with a staged update, by verdict.
+var stagedWords = map[updater.StagedAction]string{
+	updater.StagedReboot: "rebooted into as the reboot policy allows",
+	updater.StagedWait:   "kept staged but not rebooted into for now",
+	updater.StagedCancel: "to be cancelled, not rebooted into",
 }
 
 // rebootPlan says when the agent would reboot into a staged update, and why.
@@ -352,8 +362,48 @@ func cmdUpdate(g *globals, args []string) error {
 	}
 	fmt.Fprintf(g.stdout, "installed %s into slot %s (%s); %s\n", ir.Record.Version, ir.Slot, res.Reason, ir.Next)
 	if *reboot {
+		ok, err := confirmStaged(g, nd, n.checkOptions(nd.cfg), ir.Record.Version)
+		if err != nil || !ok {
+			return err
+		}
 		s.Close()
 		return runReboot(g, strings.Fields(*rebootCmd))
 	}
 	return nil
+}
+
+// updateActor is who cancels a staged update for update --reboot: the
+// command, on the signed metadata's word, not the operator who ran it.
+const updateActor = "sealift update --reboot"
+
+// confirmStaged refreshes the signed metadata and judges the staged
+// version again before update --reboot reboots into it, as the agent
+// does (docs/agent.md): the download may have taken long enough for a
+// halt or a recall to come in. It returns whether to reboot; a recalled
+// release is cancelled.
+func confirmStaged(g *globals, nd *node, o updater.CheckOptions, version string) (bool, error) {
+	res, err := nd.s.up.Check(nd.trust, o)
+	if err != nil {
+		return false, fmt.Errorf("not rebooting: confirm that %s may still be rebooted into: %w", version, err)
+	}
+	v := res.Staged
+	if v == nil || v.Version != version {
+		return false, fmt.Errorf("not rebooting: %s is no longer the staged update", version)
+	}
+	switch v.Action {
+	case updater.StagedReboot:
+		return true, nil
+	case updater.StagedCancel:
+		// As the agent's, this cancel leaves no skip: the recall or the
+		// newer release already keeps the node from it.
+		if _, err := nd.s.up.CancelStaged(v.Version, updater.Actor{By: updateActor, Reason: v.Reason}); err != nil {
+			return false, fmt.Errorf("not rebooting; cancel the staged %s: %w", v.Version, err)
+		}
+		g.log.WithFields(map[string]any{"version": v.Version, "slot": v.Slot, "reason": v.Reason}).Warn("staged update cancelled instead of rebooting into it")
+		fmt.Fprintf(g.stdout, "not rebooting: cancelled %s in slot %s: %s\n", v.Version, v.Slot, v.Reason)
+	default:
+		g.log.WithFields(map[string]any{"version": v.Version, "slot": v.Slot, "reason": v.Reason}).Warn("staged update not rebooted into")
+		fmt.Fprintf(g.stdout, "not rebooting: %s stays staged in slot %s: %s\n", v.Version, v.Slot, v.Reason)
+	}
+	return false, nil
 }

@@ -5,6 +5,9 @@
 // the new slot has been judged by its health check or the node fell back.
 // An operator's holds (skip, pin, pause), read with the node's status at
 // every step, keep it from taking or rebooting into what they forbid.
+// Right before a planned reboot it refreshes the signed metadata and
+// judges the staged release again: halted, it waits; recalled or
+// replaced, it cancels the staging.
 //
 // The agent decides; what it does to the node goes through small
 // interfaces (Node, Rebooter, Locker, Clock) so tests drive it with fakes
@@ -38,6 +41,11 @@ type Node interface {
 	// SetFleetLock persists (or, with nil, forgets) a held fleet lock, so
 	// that it is given back after the reboot it was taken for.
 	SetFleetLock(h *state.LockHold) error
+	// CancelStaged undoes the staged update to version, which the signed
+	// metadata says may not be booted, recording who and why; unlike an
+	// operator's cancel it leaves no skip hold
+	// (updater.(*Updater).CancelStaged).
+	CancelStaged(ctx context.Context, version string, a updater.Actor) error
 }
 
 // Rebooter restarts the machine. It returns once the reboot is under way.
@@ -52,6 +60,11 @@ type Locker interface {
 	Lock(ctx context.Context) error
 	Unlock(ctx context.Context) error
 }
+
+// ActorName is how the agent names itself as the one who acted
+// (updater.Actor.By) in what it does to the node on its own: the cancel
+// of a recalled or replaced staged update.
+const ActorName = "sealift agent"
 
 // ErrLockBusy: the fleet lock is held by as many nodes as it allows.
 var ErrLockBusy = errors.New("fleet lock busy")
@@ -166,6 +179,8 @@ const (
 	ActionWaitWindow   = "wait-window"   // staged, waiting for a reboot window
 	ActionWaitLock     = "wait-lock"     // staged, the fleet lock is busy
 	ActionWaitManual   = "wait-manual"   // staged, the operator reboots
+	ActionWaitRelease  = "wait-release"  // staged, but the refreshed metadata does not allow it now (halted)
+	ActionCancelled    = "cancelled"     // cancelled a staged update that was recalled or replaced
 	ActionRebooting    = "rebooting"     // asked the machine to reboot
 	ActionTrial        = "trial"         // running a new slot, waiting for its health verdict
 	ActionLockReleased = "lock-released" // gave the fleet lock back
@@ -343,7 +358,10 @@ func (a *Agent) step(ctx context.Context, p Policy, lock Locker, now time.Time, 
 			Detail: fmt.Sprintf("running %s in slot %s on trial; waiting for its health check", pend.Version, pend.Slot)}, nil
 	}
 	// 3. A staged update waits for the reboot policy, unless an
-	// operator's hold forbids the reboot into it.
+	// operator's hold forbids the reboot into it. The holds come first:
+	// they are read from the disk, so a paused node does not contact the
+	// repository; reboot then confirms the release against refreshed
+	// signed metadata (halted, recalled) before it takes a fleet slot.
 	if staged {
 		if h, why := state.HoldAgainst(st.Holds, pend.Version, now); h != nil {
 			return a.held(ctx, p, lock, now, st, *h, why)
@@ -395,6 +413,11 @@ func (a *Agent) reboot(ctx context.Context, p Policy, lock Locker, now time.Time
 				pend.Version, pend.Slot, start.Format(time.RFC3339)), start)
 		}
 	}
+	// The release may have been halted or recalled since it was staged:
+	// confirm it before taking a fleet slot for it or rebooting into it.
+	if info, done, err := a.confirm(ctx, p, lock, now, st); done {
+		return info, err
+	}
 	if p.Reboot == FleetLock && st.FleetLock == nil {
 		err := lock.Lock(ctx)
 		if errors.Is(err, ErrLockBusy) {
@@ -423,6 +446,58 @@ func (a *Agent) reboot(ctx context.Context, p Policy, lock Locker, now time.Time
 	// lock, if taken, is kept for the reboot still to come).
 	return StepInfo{Action: ActionRebooting, Next: now.Add(p.Interval),
 		Detail: fmt.Sprintf("rebooting into %s in slot %s", pend.Version, pend.Slot)}, nil
+}
+
+// confirm refreshes the signed metadata and judges the staged update
+// again, right before a planned reboot. done is false when the reboot
+// may go ahead; otherwise info and err end the step. Metadata that cannot
+// be refreshed is an error (retried with backoff): a reboot into a
+// release whose status cannot be confirmed now is not worth the risk, and
+// the node keeps running its current slot meanwhile.
+func (a *Agent) confirm(ctx context.Context, p Policy, lock Locker, now time.Time, st *updater.Status) (info StepInfo, done bool, err error) {
+	pend := st.Pending
+	res, err := a.Node.Check(ctx)
+	if err != nil {
+		return StepInfo{}, true, fmt.Errorf("confirm that %s may still be rebooted into: %w", pend.Version, err)
+	}
+	v := res.Staged
+	if v == nil || v.Version != pend.Version || v.Slot != pend.Slot {
+		// Someone (an operator's cancel or update) changed the disk
+		// between the status and the check: decide again from the disk.
+		return StepInfo{Check: res}, true, fmt.Errorf("the staged update changed while confirming %s in slot %s", pend.Version, pend.Slot)
+	}
+	if v.Action == updater.StagedReboot {
+		return StepInfo{}, false, nil
+	}
+	// A lock held from an earlier attempt would block a fleet slot for a
+	// reboot that is not coming.
+	if h := st.FleetLock; h != nil {
+		if err := a.unlock(ctx, lock, now, h, fmt.Sprintf("not rebooting into %s: %s", v.Version, v.Reason)); err != nil {
+			return StepInfo{Check: res}, true, err
+		}
+	}
+	if v.Action == updater.StagedCancel {
+		// No skip hold is left (updater.(*Updater).CancelStaged): the
+		// signed metadata is the fleet-wide word on a recall, and an
+		// un-recall is then taken like any release.
+		if err := a.Node.CancelStaged(ctx, v.Version, updater.Actor{By: ActorName, Reason: v.Reason}); err != nil {
+			return StepInfo{Check: res}, true, fmt.Errorf("cancel the staged %s: %w", v.Version, err)
+		}
+		return StepInfo{Action: ActionCancelled, Check: res, Next: now,
+			Detail: fmt.Sprintf("cancelled %s in slot %s instead of rebooting into it: %s", v.Version, v.Slot, v.Reason)}, true, nil
+	}
+	// Waiting: a halt may be lifted. Look again at the next check, or when
+	// the node's wave reaches it if that is sooner.
+	next := a.nextCheck(p, now)
+	if r := v.Rollout; r != nil && !r.Eligible && !r.At.IsZero() && r.At.After(now) && r.At.Before(next) {
+		next = r.At
+	}
+	// The event's message leaves out the time so that repeated looks fold
+	// into one event.
+	msg := fmt.Sprintf("%s is staged in slot %s but not rebooted into: %s", v.Version, v.Slot, v.Reason)
+	_ = a.Node.Record(state.Event{At: now, Kind: state.EventRebootWaiting, Slot: v.Slot, Version: v.Version, Message: msg})
+	return StepInfo{Action: ActionWaitRelease, Check: res, Next: next,
+		Detail: fmt.Sprintf("%s; looking again at %s", msg, next.Format(time.RFC3339))}, true, nil
 }
 
 // held keeps a staged update from being rebooted into while an
@@ -456,7 +531,8 @@ func (a *Agent) heldUntil(p Policy, now time.Time, h state.Hold) time.Time {
 }
 
 // unlock gives the fleet lock back: after the slot it was taken for was
-// judged, or when the reboot it was taken for is held; how says which.
+// judged, or when the reboot it was taken for is not coming (held by the
+// operator, or the release halted or recalled); how says which.
 func (a *Agent) unlock(ctx context.Context, lock Locker, now time.Time, h *state.LockHold, how string) error {
 	if lock == nil {
 		return fmt.Errorf("a fleet lock of group %s is recorded as held but no fleet lock server is configured to give it back to", h.Group)

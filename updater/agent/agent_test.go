@@ -37,6 +37,14 @@ type fakeNode struct {
 	rollout   *rollout.Eligibility // the newest release's rollout, when not yet here
 	holds     []state.Hold
 	clock     *fakeClock
+	// What a check says about the staged update: verdict "" is
+	// StagedReboot; checkErr plays metadata that cannot be refreshed.
+	verdict       updater.StagedAction
+	verdictReason string
+	verdictAt     *rollout.Eligibility
+	checkErr      error
+	checks        int
+	cancelledBy   updater.Actor // who CancelStaged was told acts
 }
 
 func newFakeNode() *fakeNode { return &fakeNode{running: bootloader.SlotA, version: "1.0"} }
@@ -53,7 +61,34 @@ func (n *fakeNode) Status(context.Context) (*updater.Status, error) {
 }
 
 func (n *fakeNode) Check(context.Context) (*updater.CheckResult, error) {
-	return &updater.CheckResult{Running: n.version}, nil
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.checks++
+	if n.checkErr != nil {
+		return nil, n.checkErr
+	}
+	res := &updater.CheckResult{Running: n.version}
+	if p := n.pending; p != nil && p.Phase == state.PhaseTrial && p.Slot != n.running {
+		act := n.verdict
+		if act == "" {
+			act = updater.StagedReboot
+		}
+		res.Staged = &updater.StagedVerdict{Version: p.Version, Slot: p.Slot, Action: act, Reason: n.verdictReason, Rollout: n.verdictAt}
+	}
+	return res, nil
+}
+
+// CancelStaged undoes the staging and, unlike cancel, leaves no skip.
+func (n *fakeNode) CancelStaged(_ context.Context, version string, a updater.Actor) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p := n.pending
+	if p == nil || p.Version != version {
+		return updater.ErrNoPending
+	}
+	n.pending, n.cancelledBy = nil, a
+	n.events = append(n.events, state.Event{Kind: state.EventCancelled, Slot: p.Slot, Version: p.Version, Message: "cancelled by " + a.By + ": " + a.Reason})
+	return nil
 }
 
 func (n *fakeNode) Update(context.Context) (*updater.CheckResult, *updater.InstallResult, error) {
@@ -545,4 +580,181 @@ func TestRebootWindowAcrossDST(t *testing.T) {
 	r.node.available = "1.1"
 	r.step(t, ActionStaged)
 	r.step(t, ActionRebooting)
+}
+
+// satWindow is a reboot window on Saturdays 02:00-06:00 UTC; t0 is the
+// Tuesday before.
+func satWindow(t *testing.T) (schedule.Windows, time.Time) {
+	return window(t, []string{"sat"}, "02:00", "4h", "UTC"), time.Date(2026, 11, 28, 2, 0, 0, 0, time.UTC)
+}
+
+// TestHaltedAfterStagingWaits: a release halted after it was staged is
+// not rebooted into when the window opens, takes no fleet slot, stays
+// staged and says why; once the halt is lifted it reboots in the window.
+func TestHaltedAfterStagingWaits(t *testing.T) {
+	var mu sync.Mutex
+	holder := ""
+	lock := &fakeLock{mu: &mu, holder: &holder, id: "n1"}
+	win, open := satWindow(t)
+	r := newRig(t, Policy{Interval: time.Hour, Jitter: 20 * time.Minute, Reboot: FleetLock, LockGroup: "g", RebootWindows: win}, lock)
+	r.node.available = "1.1"
+	r.step(t, ActionStaged)
+	r.step(t, ActionWaitWindow)
+
+	r.node.verdict, r.node.verdictReason = updater.StagedWait, "1.1 may not be taken by this node now: rollout halted since 2026-11-25T10:00:00Z"
+	r.clock.t = open
+	info := r.step(t, ActionWaitRelease)
+	if r.reb.n != 0 || holder != "" || r.node.lock != nil {
+		t.Fatalf("%d reboots, lock holder %q, recorded %+v", r.reb.n, holder, r.node.lock)
+	}
+	if r.node.pending == nil {
+		t.Fatal("a halted release was unstaged")
+	}
+	if want := open.Add(time.Hour + 10*time.Minute); !info.Next.Equal(want) {
+		t.Errorf("looks again at %s, want %s (the next check)", info.Next, want)
+	}
+	if !strings.Contains(info.Detail, "not rebooted into: 1.1 may not be taken by this node now: rollout halted since") {
+		t.Errorf("detail %q", info.Detail)
+	}
+	last := r.node.events[len(r.node.events)-1]
+	if last.Kind != state.EventRebootWaiting || !strings.Contains(last.Message, "rollout halted since") || strings.Contains(last.Message, "looking again") {
+		t.Errorf("event %+v", last)
+	}
+
+	// A wave that reaches the node before the next check wakes it then.
+	at := open.Add(20 * time.Minute)
+	r.node.verdictAt = &rollout.Eligibility{At: at}
+	if info := r.step(t, ActionWaitRelease); !info.Next.Equal(at) {
+		t.Errorf("looks again at %s, want its eligibility %s", info.Next, at)
+	}
+
+	// The halt is lifted: the next look, still in the window, reboots.
+	r.node.verdict, r.node.verdictAt = "", nil
+	r.clock.t = open.Add(time.Hour + 10*time.Minute)
+	r.step(t, ActionRebooting)
+	if r.reb.n != 1 || holder != "n1" {
+		t.Fatalf("%d reboots, lock holder %q", r.reb.n, holder)
+	}
+}
+
+// TestRecalledAfterStagingCancelled: a release recalled after it was
+// staged is cancelled instead of rebooted into; the next check decides.
+func TestRecalledAfterStagingCancelled(t *testing.T) {
+	var mu sync.Mutex
+	holder := ""
+	lock := &fakeLock{mu: &mu, holder: &holder, id: "n1"}
+	win, open := satWindow(t)
+	r := newRig(t, Policy{Interval: time.Hour, Reboot: FleetLock, LockGroup: "g", RebootWindows: win}, lock)
+	r.node.available = "1.1"
+	r.step(t, ActionStaged)
+	r.node.verdict, r.node.verdictReason = updater.StagedCancel, "1.1 was recalled"
+	r.node.available = "" // the check no longer takes it
+	r.clock.t = open
+	info := r.step(t, ActionCancelled)
+	if r.reb.n != 0 || holder != "" || r.node.pending != nil {
+		t.Fatalf("%d reboots, lock holder %q, pending %+v", r.reb.n, holder, r.node.pending)
+	}
+	if !info.Next.Equal(open) || !strings.Contains(info.Detail, "cancelled 1.1 in slot B instead of rebooting into it: 1.1 was recalled") {
+		t.Fatalf("next %s, detail %q", info.Next, info.Detail)
+	}
+	last := r.node.events[len(r.node.events)-1]
+	if last.Kind != state.EventCancelled || !strings.Contains(last.Message, "recalled") {
+		t.Errorf("event %+v", last)
+	}
+	// The agent acts as itself, and the recall leaves no skip behind: an
+	// un-recall is taken like any release.
+	if r.node.cancelledBy != (updater.Actor{By: ActorName, Reason: "1.1 was recalled"}) || len(r.node.holds) != 0 {
+		t.Errorf("cancelled by %+v, holds %+v", r.node.cancelledBy, r.node.holds)
+	}
+	r.step(t, ActionUpToDate)
+	if r.reb.n != 0 {
+		t.Fatal("rebooted after the cancel")
+	}
+}
+
+// TestPauseBeforeConfirm: an operator's pause keeps a staged update from
+// being rebooted into without the agent contacting the repository, even
+// in the window; a recall that came in meanwhile is acted on once the
+// pause ends, before any fleet slot is taken.
+func TestPauseBeforeConfirm(t *testing.T) {
+	var mu sync.Mutex
+	holder := ""
+	lock := &fakeLock{mu: &mu, holder: &holder, id: "n1"}
+	win, open := satWindow(t)
+	r := newRig(t, Policy{Interval: time.Hour, Reboot: FleetLock, LockGroup: "g", RebootWindows: win}, lock)
+	r.node.available = "1.1"
+	r.step(t, ActionStaged)
+	r.node.verdict, r.node.verdictReason = updater.StagedCancel, "1.1 was recalled"
+	r.node.hold(state.Hold{Kind: state.HoldPause, By: "alice", Since: t0})
+	r.clock.t = open
+	before := r.node.checks
+	r.step(t, ActionPaused)
+	if r.node.checks != before || r.node.pending == nil || r.reb.n != 0 || holder != "" {
+		t.Fatalf("paused: %d checks, pending %+v, %d reboots, lock holder %q", r.node.checks-before, r.node.pending, r.reb.n, holder)
+	}
+	r.node.holds = nil
+	r.step(t, ActionCancelled)
+	if r.node.checks != before+1 || r.node.pending != nil || r.reb.n != 0 || holder != "" || lock.unlocks != 0 {
+		t.Fatalf("after the pause: %d checks, pending %+v, %d reboots, lock holder %q, %d unlocks", r.node.checks-before, r.node.pending, r.reb.n, holder, lock.unlocks)
+	}
+}
+
+// TestConfirmFailsNoReboot: metadata that cannot be refreshed right
+// before the reboot stops it, and the step backs off and tries again.
+func TestConfirmFailsNoReboot(t *testing.T) {
+	var mu sync.Mutex
+	holder := ""
+	lock := &fakeLock{mu: &mu, holder: &holder, id: "n1"}
+	r := newRig(t, Policy{Interval: time.Hour, Reboot: FleetLock, LockGroup: "g"}, lock)
+	r.node.available = "1.1"
+	r.step(t, ActionStaged)
+	r.node.checkErr = errors.New("refresh signed metadata: timestamp.json expired")
+	info := r.step(t, ActionError)
+	if r.reb.n != 0 || holder != "" || r.node.pending == nil {
+		t.Fatalf("%d reboots, lock holder %q, pending %+v", r.reb.n, holder, r.node.pending)
+	}
+	if !strings.Contains(info.Err, "confirm that 1.1 may still be rebooted into: refresh signed metadata") {
+		t.Errorf("error %q", info.Err)
+	}
+	if want := r.clock.t.Add(time.Minute + time.Minute/8); !info.Next.Equal(want) {
+		t.Errorf("retries at %s, want %s (backoff)", info.Next, want)
+	}
+	if last := r.node.events[len(r.node.events)-1]; last.Kind != state.EventCheckFailed || !strings.Contains(last.Message, "expired") {
+		t.Errorf("event %+v", last)
+	}
+	r.node.checkErr = nil
+	r.step(t, ActionRebooting)
+}
+
+// TestHaltGivesBackAHeldLock: a lock taken for a reboot that did not
+// happen is given back when the release turns out halted.
+func TestHaltGivesBackAHeldLock(t *testing.T) {
+	var mu sync.Mutex
+	holder := ""
+	lock := &fakeLock{mu: &mu, holder: &holder, id: "n1"}
+	r := newRig(t, Policy{Interval: time.Hour, Reboot: FleetLock, LockGroup: "g"}, lock)
+	r.node.available = "1.1"
+	r.step(t, ActionStaged)
+	r.step(t, ActionRebooting) // the machine did not go down
+	r.node.verdict, r.node.verdictReason = updater.StagedWait, "rollout halted"
+	r.step(t, ActionWaitRelease)
+	if holder != "" || r.node.lock != nil || lock.unlocks != 1 || r.reb.n != 1 {
+		t.Fatalf("lock holder %q, recorded %+v, %d unlocks, %d reboots", holder, r.node.lock, lock.unlocks, r.reb.n)
+	}
+	if k := strings.Join(r.node.kinds(), ","); k != "lock-taken,rebooting,lock-released,reboot-waiting" {
+		t.Errorf("events %s", k)
+	}
+}
+
+// TestImmediateConfirmsBeforeReboot: every planned reboot is confirmed,
+// even one right after staging (a download can take a while).
+func TestImmediateConfirmsBeforeReboot(t *testing.T) {
+	r := newRig(t, Policy{Interval: time.Hour, Reboot: Immediate}, nil)
+	r.node.available = "1.1"
+	r.step(t, ActionStaged)
+	before := r.node.checks
+	r.step(t, ActionRebooting)
+	if r.node.checks != before+1 {
+		t.Fatalf("%d checks before the reboot, want 1", r.node.checks-before)
+	}
 }

@@ -93,6 +93,10 @@ func (m *Metrics) Observe(info StepInfo, st *updater.Status, events []state.Even
 		if c := info.Check; c != nil && c.Rollout != nil && !c.Rollout.At.IsZero() {
 			m.eligibleAt.Set(float64(c.Rollout.At.Unix()))
 		}
+	case ActionWaitRelease, ActionCancelled:
+		// The signed metadata was refreshed to judge the staged update.
+		m.lastCheck.Set(float64(info.At.Unix()))
+		m.checkOK.Set(1)
 	case ActionError:
 		m.lastCheck.Set(float64(info.At.Unix()))
 		m.checkOK.Set(0)
