@@ -81,17 +81,23 @@ func (b *Builder) add(hs *hasher, first uint64, p []byte) error {
 	if n == 0 {
 		return nil
 	}
+	// Claimed before hashing: two adds of one block would otherwise write
+	// its digest at the same time.
+	if again := b.claim(first, first+n); again >= 0 {
+		return fmt.Errorf("verity: block %d was added twice", again)
+	}
 	if b.geo.total == 0 {
 		hs.digestTo(b.single[:], p)
 	} else {
 		hs.digestBlocks(b.geo.level(b.tree, 0)[first*DigestSize:], p)
 	}
-	b.cover(first, first+n)
 	return nil
 }
 
-// cover marks blocks [lo,hi) as added, a word of the bitmap at a time.
-func (b *Builder) cover(lo, hi uint64) {
+// claim marks blocks [lo,hi) as added, a word of the bitmap at a time,
+// and returns the first of them that was added before, or -1.
+func (b *Builder) claim(lo, hi uint64) (again int64) {
+	again = -1
 	for lo < hi {
 		w, bit := lo/64, lo%64
 		span := min(64-bit, hi-lo)
@@ -100,8 +106,12 @@ func (b *Builder) cover(lo, hi uint64) {
 		if added := bits.OnesCount64(mask &^ old); added > 0 {
 			b.count.Add(uint64(added))
 		}
+		if dup := mask & old; dup != 0 && again < 0 {
+			again = int64(w*64) + int64(bits.TrailingZeros64(dup))
+		}
 		lo += span
 	}
+	return again
 }
 
 // firstMissing returns the lowest data block never added.
