@@ -297,6 +297,11 @@ func (s *nodeScenario) holders() []string {
 // not nil, ends the boot with the power button once the console matches.
 func (s *nodeScenario) nodeBoot(rtc time.Time, watch func(console string) bool) *Boot {
 	s.t.Helper()
+	if watch != nil {
+		// Power off only once the guest has verified its units too.
+		w := watch
+		watch = func(console string) bool { return w(console) && strings.Contains(console, "SEALIFT-E2E: verify end") }
+	}
 	return s.bootWith(bootOptions{lab: s.lab, rtc: rtc, watch: watch, timeout: nodeBootTimeout()})
 }
 
@@ -379,9 +384,13 @@ func (s *nodeScenario) expectNode(b *Boot, slot, ver string) {
 			s.fail(b, "boot %d: the console lacks %q", b.N, want)
 		}
 	}
-	// The guest's own systemd verifies the units as the image enabled them.
+	// The guest's own systemd verifies the units as the image enabled
+	// them: in every boot the test ends, and in any other that got there
+	// before the agent rebooted.
 	if m := unitsVerifyRe.FindStringSubmatch(b.Console); m == nil {
-		s.fail(b, "boot %d: the guest did not report systemd-analyze verify", b.N)
+		if b.PoweredOff {
+			s.fail(b, "boot %d: the guest did not report systemd-analyze verify", b.N)
+		}
 	} else if strings.TrimSpace(reportLines(m[1])) != "" || m[2] != "0" {
 		s.fail(b, "boot %d: systemd-analyze verify in the guest (exit %s):\n%s", b.N, m[2], m[1])
 	}
