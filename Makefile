@@ -30,7 +30,9 @@ clean:
 	rm -rf bin
 
 # Boots sealift-built disks under qemu + OVMF (TCG unless SEALIFT_E2E_KVM=1):
-# A->B update on a real kernel with a dm-verity root. Needs bash e2e/setup.sh.
+# A->B update on a real kernel with a dm-verity root, then the node as it
+# ships (a Debian systemd root updating itself from a registry in a network
+# namespace; needs root). Needs bash e2e/setup.sh.
 .PHONY: e2e
 e2e:
-	$(GO) test -tags e2e -count=1 -timeout 40m -v ./e2e/
+	$(GO) test -tags e2e -count=1 -timeout 70m -v ./e2e/

@@ -557,11 +557,14 @@ func (a *Agent) Run(ctx context.Context, wake <-chan struct{}, after func(time.D
 	}
 	for {
 		info := a.Step(ctx)
+		// A step that got done is reported even when the agent is being
+		// stopped meanwhile: the reboot it asked for is what stops it.
+		// One cut short by the stop is not.
+		if a.OnStep != nil && (ctx.Err() == nil || info.Err == "") {
+			a.OnStep(info)
+		}
 		if ctx.Err() != nil {
 			return nil
-		}
-		if a.OnStep != nil {
-			a.OnStep(info)
 		}
 		if !a.sleepUntil(ctx, info.Next, wake, after) {
 			return nil

@@ -758,3 +758,36 @@ func TestImmediateConfirmsBeforeReboot(t *testing.T) {
 		t.Fatalf("%d checks before the reboot, want 1", r.node.checks-before)
 	}
 }
+
+// stoppingRebooter is systemd's reboot as the agent sees it: the command
+// returns and the agent is told to stop (SIGTERM) at once.
+type stoppingRebooter struct {
+	n    int
+	stop context.CancelFunc
+}
+
+func (r *stoppingRebooter) Reboot(context.Context) error {
+	r.n++
+	r.stop()
+	return nil
+}
+
+// TestRunReportsTheRebootItIsStoppedBy: the step that reboots is reported
+// (logged, in the metrics) even though the reboot stops the agent before
+// the step returns.
+func TestRunReportsTheRebootItIsStoppedBy(t *testing.T) {
+	r := newRig(t, Policy{Interval: time.Hour, Reboot: Immediate}, nil)
+	r.node.available = "1.1"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reb := &stoppingRebooter{stop: cancel}
+	r.a.Rebooter = reb
+	var steps []string
+	r.a.OnStep = func(info StepInfo) { steps = append(steps, info.Action) }
+	if err := r.a.Run(ctx, nil, func(time.Duration) <-chan time.Time { return make(chan time.Time) }); err != nil {
+		t.Fatal(err)
+	}
+	if reb.n != 1 || len(steps) != 2 || steps[0] != ActionStaged || steps[1] != ActionRebooting {
+		t.Fatalf("%d reboots, steps reported %q; want staged, rebooting", reb.n, steps)
+	}
+}
