@@ -261,6 +261,16 @@ func (s *nodeScenario) inLab(args ...string) string {
 	return string(out)
 }
 
+// inLabErr is inLab for the console watcher's goroutine, which must not
+// end the test itself.
+func (s *nodeScenario) inLabErr(args ...string) (string, error) {
+	out, err := s.lab.command(s.n.Sealift, append(args, "--log-format", "text")...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("sealift %s (in the lab): %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
 // publish signs a release and pushes it to the lab's registry.
 func (s *nodeScenario) publish(version string, extra ...string) {
 	s.t.Helper()
@@ -631,11 +641,21 @@ func nodeHalted(t *testing.T, backend string) {
 	b := s.nodeBoot(window.Add(-14*time.Hour), func(console string) bool {
 		switch {
 		case step == 0 && strings.Contains(console, "rebooting in the next maintenance window"):
-			s.t.Logf("host: %s", lastLine(s.inLab(append([]string{"release", "rollout", "halt", nodeV2}, lab...)...)))
+			out, err := s.inLabErr(append([]string{"release", "rollout", "halt", nodeV2}, lab...)...)
+			if err != nil {
+				s.t.Error(err)
+				return true
+			}
+			s.t.Logf("host: %s", lastLine(out))
 			s.lab.control.setClock(window.Add(-30 * time.Second))
 			step = 1
 		case step == 1 && strings.Contains(console, "rollout halted"):
-			s.t.Logf("host: %s", lastLine(s.inLab(append([]string{"release", "recall", nodeV2}, lab...)...)))
+			out, err := s.inLabErr(append([]string{"release", "recall", nodeV2}, lab...)...)
+			if err != nil {
+				s.t.Error(err)
+				return true
+			}
+			s.t.Logf("host: %s", lastLine(out))
 			step = 2
 		case step == 2 && strings.Contains(console, "recalled"):
 			step = 3

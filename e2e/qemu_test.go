@@ -157,7 +157,9 @@ func bootOnce(a *Assets, disk, logPath string, n int, o bootOptions) (*Boot, err
 	fatal := make(chan string, 1)
 	cut := make(chan struct{}, 1)
 	stop := make(chan struct{})
+	watcherDone := make(chan struct{})
 	go func() {
+		defer close(watcherDone)
 		poweringOff := false
 		tick := time.NewTicker(200 * time.Millisecond)
 		defer tick.Stop()
@@ -189,6 +191,7 @@ func bootOnce(a *Assets, disk, logPath string, n int, o bootOptions) (*Boot, err
 	}()
 	runErr := cmd.Wait()
 	close(stop)
+	<-watcherDone // what the watch set is read after this
 	b := &Boot{N: n, Log: logPath, Wall: time.Since(t0)}
 	select {
 	case b.Fatal = <-fatal:

@@ -24,7 +24,7 @@ type HealthResult struct {
 // slot is a pending update on trial, a healthy verdict marks it good and
 // an unhealthy one marks it bad, recording which check failed and what it
 // said; the caller then reboots so the bootloader falls back. A slot that
-// is already good is only reported on, after one round of checks: marking
+// is already good is only reported on, as soon as a round passes: marking
 // it bad could leave nothing to fall back to.
 func (u *Updater) Health(ctx context.Context, p *health.Policy, clk health.Clock) (*HealthResult, error) {
 	st, running, err := u.loadRunning()
@@ -33,12 +33,14 @@ func (u *Updater) Health(ctx context.Context, p *health.Policy, clk health.Clock
 	}
 	trial := st.Pending != nil && st.Pending.Slot == running && st.Pending.Phase == state.PhaseTrial
 	if !trial {
-		// Nothing hangs on the verdict of a slot already kept, so one
-		// round says how it is; a probation window here would only hold
-		// up the agent, which starts after this verdict.
-		once := *p
-		once.Probation, once.Deadline = 0, 0
-		p = &once
+		// Nothing hangs on the verdict of a slot already kept, so the
+		// first passing round says it is well; a probation window here
+		// would only hold up the agent, which starts after this verdict.
+		// Failing rounds still go on to the deadline: a service that is
+		// still starting is not reported unhealthy.
+		quick := *p
+		quick.Probation = 0
+		p = &quick
 	}
 	v, err := p.Evaluate(ctx, clk)
 	if err != nil {

@@ -38,8 +38,9 @@ func TestHealth(t *testing.T) {
 		{"healthy trial is kept", nil, true, "marked-good", bootloader.SlotB, false, 5},
 		// Failing until the minute's deadline.
 		{"unhealthy trial falls back", errors.New("HTTP status 500"), true, "marked-bad", bootloader.SlotA, false, 13},
-		// One round, healthy or not: nothing waits on the verdict.
-		{"good slot is only reported on", errors.New("HTTP status 500"), false, "none", bootloader.SlotA, false, 1},
+		// No probation window: nothing waits on the verdict. A failing
+		// check still has until the deadline to come up.
+		{"good slot is only reported on", errors.New("HTTP status 500"), false, "none", bootloader.SlotA, false, 13},
 		{"healthy good slot is reported on at once", nil, false, "none", bootloader.SlotA, false, 1},
 	}
 	for _, c := range cases {

@@ -40,6 +40,8 @@ type cliNode struct {
 	// now, when set, is the agent's pretend clock (--now): the updater
 	// judges waves and stamps events with it too.
 	now func() time.Time
+	// beat tells the agent's watchdog that a long write makes progress.
+	beat func()
 }
 
 // up readies an opened updater.
@@ -83,15 +85,19 @@ func (n *cliNode) Update(ctx context.Context) (*updater.CheckResult, *updater.In
 	return n.up(nd.s.up).Update(ctx, nd.trust, nd.src, updater.UpdateOptions{
 		CheckOptions: n.nf.checkOptions(nd.cfg),
 		Tries:        nd.cfg.Update.Tries,
-		Progress:     stagingProgress(n.g.log),
+		Progress:     stagingProgress(n.g.log, n.beat),
 	})
 }
 
 // stagingProgress logs a write into the inactive slot at each quarter, so
-// the journal shows an update under way (it may take minutes).
-func stagingProgress(log *logrus.Logger) func(done, total int64) {
+// the journal shows an update under way (it may take minutes), and calls
+// beat (when set) at every step of it, for the watchdog.
+func stagingProgress(log *logrus.Logger, beat func()) func(done, total int64) {
 	next := int64(1) // the next quarter to log
 	return func(done, total int64) {
+		if beat != nil {
+			beat()
+		}
 		if total <= 0 || done*4 < next*total {
 			return
 		}
@@ -234,6 +240,7 @@ func cmdAgent(g *globals, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", updater.ErrBadInput, err)
 	}
+	node.beat = a.Beat
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *once {
@@ -320,7 +327,7 @@ func cmdAgent(g *globals, args []string) error {
 		g.log.WithError(err).Warn("could not tell systemd the agent is ready")
 	}
 	if d := sdnotify.WatchdogInterval(); d > 0 {
-		go watchdog(ctx, a, d/2)
+		go watchdog(ctx, a, d)
 	}
 	defer sdnotify.Notify(sdnotify.Stopping)
 	p := a.Policy()
@@ -336,20 +343,22 @@ func cmdAgent(g *globals, args []string) error {
 	return err
 }
 
-// watchdog tells systemd the agent is alive every period, for as long as
-// its state lock can be taken: an agent wedged on it stops pinging and
-// systemd restarts it (WatchdogSec= in sealift-agent.service). A long
-// step (a download) holds a different lock and keeps the agent alive.
-func watchdog(ctx context.Context, a *agent.Agent, period time.Duration) {
-	t := time.NewTicker(period)
+// watchdog tells systemd the agent is alive, at half its interval, for
+// as long as the agent's loop shows progress within the interval (a
+// step, a look at the clock while it sleeps, a write that goes on). An
+// agent stuck in a call that never returns stops pinging, and systemd
+// restarts it (WatchdogSec= in sealift-agent.service).
+func watchdog(ctx context.Context, a *agent.Agent, interval time.Duration) {
+	t := time.NewTicker(interval / 2)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			_ = a.Last()
-			_, _ = sdnotify.Notify(sdnotify.Watchdog)
+			if a.SinceBeat() < interval {
+				_, _ = sdnotify.Notify(sdnotify.Watchdog)
+			}
 		}
 	}
 }

@@ -327,7 +327,8 @@ func TestStagingProgress(t *testing.T) {
 	var buf strings.Builder
 	log.SetOutput(&buf)
 	log.SetFormatter(&logrus.TextFormatter{DisableTimestamp: true})
-	p := stagingProgress(log)
+	beats := 0
+	p := stagingProgress(log, func() { beats++ })
 	const mib = 1 << 20
 	for done := int64(0); done <= 160*mib; done += 4 * mib {
 		p(done, 160*mib)
@@ -337,6 +338,9 @@ func TestStagingProgress(t *testing.T) {
 		_, msg, _ := strings.Cut(l, `msg="`)
 		msg, _, _ = strings.Cut(msg, `"`)
 		got = append(got, msg)
+	}
+	if beats != 41 {
+		t.Fatalf("%d beats for 41 progress calls", beats)
 	}
 	want := []string{"25", "50", "75", "100"}
 	if len(got) != len(want) {

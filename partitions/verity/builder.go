@@ -14,7 +14,8 @@ import (
 // reading the whole slot back afterwards.
 //
 // Add may be called from several goroutines at once as long as their block
-// ranges are disjoint; adding a block again later replaces its digest.
+// ranges are disjoint; a block added again is refused (and the whole tree
+// must then be given up: the refused call's other blocks count as added).
 // Finish must not run concurrently with Add.
 type Builder struct {
 	p    Params

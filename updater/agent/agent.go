@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"sealift/updater"
@@ -150,6 +151,11 @@ type Agent struct {
 	Rand func() float64
 	// OnStep, when set, sees every step Run makes (logs, metrics).
 	OnStep func(StepInfo)
+
+	// beat is when Run last showed it was alive (unix nanoseconds, real
+	// time): between steps, at each look at the clock while it sleeps,
+	// and at Beat calls from a long step's progress.
+	beat atomic.Int64
 
 	mu       sync.Mutex // guards the fields below
 	policy   Policy
@@ -556,6 +562,7 @@ func (a *Agent) Run(ctx context.Context, wake <-chan struct{}, after func(time.D
 		after = time.After
 	}
 	for {
+		a.Beat()
 		info := a.Step(ctx)
 		// A step that got done is reported even when the agent is being
 		// stopped meanwhile: the reboot it asked for is what stops it.
@@ -583,6 +590,7 @@ const wallCheck = time.Minute
 // ctx ends (false).
 func (a *Agent) sleepUntil(ctx context.Context, next time.Time, wake <-chan struct{}, after func(time.Duration) <-chan time.Time) bool {
 	for {
+		a.Beat()
 		d := next.Sub(a.Clock.Now())
 		if d <= 0 {
 			return true // the step asked for another one right away
@@ -595,4 +603,19 @@ func (a *Agent) sleepUntil(ctx context.Context, next time.Time, wake <-chan stru
 		case <-after(min(d, wallCheck)):
 		}
 	}
+}
+
+// Beat records that the agent is alive and making progress; a long step
+// (a download) calls it as it goes.
+func (a *Agent) Beat() { a.beat.Store(time.Now().UnixNano()) }
+
+// SinceBeat is how long ago the agent last showed it was alive. A step
+// stuck in a call that never returns lets it grow without bound, which is
+// what a watchdog looks for.
+func (a *Agent) SinceBeat() time.Duration {
+	b := a.beat.Load()
+	if b == 0 {
+		return 0 // not started yet
+	}
+	return time.Since(time.Unix(0, b))
 }

@@ -791,3 +791,31 @@ func TestRunReportsTheRebootItIsStoppedBy(t *testing.T) {
 		t.Fatalf("%d reboots, steps reported %q; want staged, rebooting", reb.n, steps)
 	}
 }
+
+// TestBeat: Run shows it is alive between steps and while it sleeps; a
+// step stuck in a call lets SinceBeat grow (what the watchdog looks at).
+func TestBeat(t *testing.T) {
+	r := newRig(t, Policy{Interval: time.Hour, Reboot: Immediate}, nil)
+	if d := r.a.SinceBeat(); d != 0 {
+		t.Fatalf("before Run: %s", d)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	slept := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		done <- r.a.Run(ctx, nil, func(time.Duration) <-chan time.Time {
+			close(slept)
+			return make(chan time.Time)
+		})
+	}()
+	<-slept
+	if d := r.a.SinceBeat(); d <= 0 || d > time.Minute {
+		t.Fatalf("while sleeping: last beat %s ago", d)
+	}
+	cancel()
+	<-done
+	time.Sleep(20 * time.Millisecond)
+	if d := r.a.SinceBeat(); d < 20*time.Millisecond {
+		t.Fatalf("no beat after Run stopped, but SinceBeat is %s", d)
+	}
+}

@@ -28,6 +28,8 @@ options:
   --suite NAME        Debian suite (default bookworm)
   --mirror URL        Debian mirror (default: mmdebstrap's, deb.debian.org)
   --include PKGS      more packages, comma-separated (always: systemd, systemd-sysv, udev, kmod, usr-is-merged)
+                      (the bootstrap is cached by package list, not date: clear --cache
+                      to pick up Debian's updates)
   --overlay DIR       copy DIR's tree onto the root after the packages (repeatable);
                       kernel modules under lib/modules/VERSION get their depmod
   --enable UNIT       systemctl enable UNIT in the root (repeatable)
@@ -97,8 +99,8 @@ fi
 [ -n "$out" ] || { usage >&2; die "no output image given"; }
 [ -n "$version" ] || die "--version is required"
 [ "$(id -u)" = 0 ] || die "run as root: the root tree keeps the packages' owners"
-for t in mmdebstrap mke2fs systemctl; do
-	command -v "$t" >/dev/null || die "$t not found (Debian packages mmdebstrap, e2fsprogs, systemd)"
+for t in mmdebstrap mke2fs systemctl depmod; do
+	command -v "$t" >/dev/null || die "$t not found (Debian packages mmdebstrap, e2fsprogs, systemd, kmod)"
 done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sealift-build-root.XXXXXX")
@@ -114,22 +116,24 @@ hooks=/usr/share/mmdebstrap/hooks/merged-usr
 [ -d "$hooks" ] || die "$hooks is missing (Debian package mmdebstrap)"
 mmargs=(--variant=essential --include="$pkgs" --hook-dir="$hooks"
 	--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*'
+	--dpkgopt='path-include=/usr/share/doc/*/copyright'
 	--dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*'
 	"$suite")
 base=$work/base.tar
 if [ -n "$cache" ]; then
 	mkdir -p "$cache"
-	key=$(printf '%s\n' "${mmargs[@]}" "$mirror" "$(mmdebstrap --version)" | sha256sum | cut -c1-16)
+	key=$(printf '%s\n' "${mmargs[@]}" "$mirror" "$(mmdebstrap --version)" "$(dpkg --print-architecture)" | sha256sum | cut -c1-16)
 	base=$cache/base-$suite-$key.tar
 fi
 if [ ! -f "$base" ]; then
 	echo "build-root.sh: bootstrapping $suite with $pkgs" >&2
-	mmdebstrap --quiet --format=tar "${mmargs[@]}" "$base.tmp" ${mirror:+"$mirror"}
-	mv "$base.tmp" "$base"
+	tmp=$(mktemp "$base.XXXXXX")
+	mmdebstrap --quiet --format=tar "${mmargs[@]}" "$tmp" ${mirror:+"$mirror"} || { rm -f "$tmp"; exit 1; }
+	mv "$tmp" "$base"
 fi
 ROOT=$work/root
 mkdir "$ROOT"
-tar -C "$ROOT" --numeric-owner -xpf "$base"
+tar -C "$ROOT" --numeric-owner --xattrs --xattrs-include='*' -xpf "$base"
 
 # 2. The node's filesystems (docs/node-image.md): / is the read-only
 # verity device; the initramfs mounts STATE on /var and an overlay on
@@ -153,8 +157,12 @@ rm -f "$ROOT/var/lib/dbus/machine-id"
 install_sealift "$ROOT"
 
 # 4. The vendor's own files and units.
+# Copied as root's files, into the image's directories and through its
+# symlinks (lib -> usr/lib): the builder's own uid must not end up owning
+# / or /etc on the node.
 for d in ${overlays[@]+"${overlays[@]}"}; do
-	cp -a "$d/." "$ROOT/"
+	tar -C "$d" -cf - . | tar -C "$ROOT" -xpf - --owner=0 --group=0 --numeric-owner \
+		--no-overwrite-dir --keep-directory-symlink
 done
 for kv in "$ROOT"/lib/modules/*; do
 	[ -d "$kv" ] && depmod -b "$ROOT" "$(basename "$kv")"
