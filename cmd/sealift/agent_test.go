@@ -14,6 +14,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"sealift/updater/agent"
 	"sealift/updater/config"
 	"sealift/updater/fleetlock"
 )
@@ -349,6 +350,24 @@ func TestStagingProgress(t *testing.T) {
 	for i, w := range want {
 		if got[i] != "staging: "+w+"% of 160 MiB written into the inactive slot" {
 			t.Fatalf("line %d: %q", i, got[i])
+		}
+	}
+}
+
+// TestAgentLine: status through the agent before its first step is done
+// says so, instead of a step at the zero time.
+func TestAgentLine(t *testing.T) {
+	at := time.Date(2026, 12, 5, 2, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		last agent.StepInfo
+		want string
+	}{
+		{agent.StepInfo{}, "agent:     taking its first step (reboot strategy window, checks every 1h0m0s)"},
+		{agent.StepInfo{At: at, Detail: "up to date", Next: at.Add(time.Hour)},
+			"agent:     up to date (reboot strategy window, checks every 1h0m0s); next step 2026-12-05T03:00:00Z"},
+	} {
+		if got := agentLine(tc.last, "window", "1h0m0s"); got != tc.want {
+			t.Errorf("got  %q\nwant %q", got, tc.want)
 		}
 	}
 }

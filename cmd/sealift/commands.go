@@ -147,8 +147,7 @@ func cmdStatus(g *globals, args []string) error {
 		}
 		printStatus(g.stdout, "(the running system's, through the agent)", r.Node)
 		l := r.Agent.Last
-		fmt.Fprintf(g.stdout, "agent:     %s (reboot strategy %s, checks every %s); next step %s\n",
-			l.Detail, r.Agent.Reboot, r.Agent.Interval, l.Next.Format(time.RFC3339))
+		fmt.Fprintln(g.stdout, agentLine(l, string(r.Agent.Reboot), r.Agent.Interval))
 		if l.Err != "" {
 			fmt.Fprintf(g.stdout, "agent:     last step failed: %s\n", l.Err)
 		}
@@ -630,4 +629,14 @@ func cmdRetry(g *globals, args []string) error {
 		ver = fs.Arg(0)
 		return nil
 	})
+}
+
+// agentLine is status's line on the agent's latest step.
+func agentLine(l agent.StepInfo, reboot, interval string) string {
+	if l.At.IsZero() {
+		// Asked while its first step runs (it starts with one).
+		return fmt.Sprintf("agent:     taking its first step (reboot strategy %s, checks every %s)", reboot, interval)
+	}
+	return fmt.Sprintf("agent:     %s (reboot strategy %s, checks every %s); next step %s",
+		l.Detail, reboot, interval, l.Next.Format(time.RFC3339))
 }
