@@ -399,23 +399,30 @@ func onDisk(g *globals, args []string, name, usage string, extra func(*pflag.Fla
 	if len(positional) == 0 && fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("%s takes no arguments, got %q", name, fs.Args())}
 	}
-	if via, ok := agentOps[name]; ok {
-		// A running agent owns the disk: ask it rather than race it.
-		if c := g.agentClient(); c != nil {
-			msg, err := via(c, actor(fs))
-			if err != nil {
-				return err
+	var via func(*agent.Client) (string, error)
+	if v, ok := agentOps[name]; ok {
+		via = func(c *agent.Client) (string, error) { return v(c, actor(fs)) }
+	}
+	return agentOrDisk(g, via, op)
+}
+
+// agentOrDisk runs a command through the running agent when via is set
+// and an agent answers (it owns the disk: ask it rather than race it),
+// else on the disk opened for writing, and prints what the command says.
+func agentOrDisk(g *globals, via func(*agent.Client) (string, error), op func(*updater.Updater) (string, error)) error {
+	msg, err := func() (string, error) {
+		if via != nil {
+			if c := g.agentClient(); c != nil {
+				return via(c)
 			}
-			fmt.Fprintln(g.stdout, msg)
-			return nil
 		}
-	}
-	s, err := g.open(true)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	msg, err := op(s.up)
+		s, err := g.open(true)
+		if err != nil {
+			return "", err
+		}
+		defer s.Close()
+		return op(s.up)
+	}()
 	if err != nil {
 		return err
 	}

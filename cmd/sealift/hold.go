@@ -62,27 +62,11 @@ func holdCommand(g *globals, args []string, name, usage string, extra func(*pfla
 	if err := positional(fs); err != nil {
 		return err
 	}
-	if c := g.agentClient(); c != nil {
+	return agentOrDisk(g, func(c *agent.Client) (string, error) {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		msg, err := viaAgent(ctx, c)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(g.stdout, msg)
-		return nil
-	}
-	s, err := g.open(true)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	msg, err := onDisk(s.up)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(g.stdout, msg)
-	return nil
+		return viaAgent(ctx, c)
+	}, onDisk)
 }
 
 // setHold is hold skip, pin and pause.
