@@ -305,6 +305,11 @@ func cmdInstall(g *globals, args []string) error {
 	if *image == "" || *ver == "" || *kernel == "" {
 		return usageError{"install needs --image, --kernel and --version"}
 	}
+	// The library reads 0 as "the default"; from the command line it is a
+	// mistake, refused like 16 (and like tries = 0 in the config).
+	if *tries < 1 || *tries > bootloader.MaxTries {
+		return fmt.Errorf("%w: --tries %d: want 1-%d boots", updater.ErrBadInput, *tries, bootloader.MaxTries)
+	}
 	req := updater.InstallRequest{Version: *ver, Tries: *tries, ImageDigest: *digest}
 	var err error
 	if *salt != "" {
