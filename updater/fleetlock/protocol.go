@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"time"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -56,6 +57,10 @@ func ValidGroup(g string) error {
 
 // ValidID checks a client id: non-empty, valid UTF-8, no control
 // characters, at most MaxIDLength bytes. Ids are case-sensitive.
+//
+// U+FFFD is refused too: encoding/json decodes invalid UTF-8 and lone
+// surrogate escapes as U+FFFD, so "node\xff" and "node\xfe" would arrive
+// as one id and two nodes would share a reboot slot.
 func ValidID(id string) error {
 	switch {
 	case id == "":
@@ -64,6 +69,8 @@ func ValidID(id string) error {
 		return fmt.Errorf("id is %d bytes long, at most %d allowed", len(id), MaxIDLength)
 	case !utf8.ValidString(id):
 		return fmt.Errorf("id is not valid UTF-8")
+	case strings.ContainsRune(id, utf8.RuneError):
+		return fmt.Errorf("id %q contains U+FFFD: invalid UTF-8 or a lone surrogate in the request", id)
 	}
 	for _, r := range id {
 		if r < 0x20 || r == 0x7f {

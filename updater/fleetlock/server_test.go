@@ -121,6 +121,9 @@ func TestProtocol(t *testing.T) {
 		{"empty id", "POST", PathPreReboot, "true", body("", "x"), 400, KindBadClientParams},
 		{"long id", "POST", PathPreReboot, "true", body(strings.Repeat("x", MaxIDLength+1), "x"), 400, KindBadClientParams},
 		{"control character in id", "POST", PathPreReboot, "true", body("a\nb", "x"), 400, KindBadClientParams},
+		// Raw bytes: json.Marshal would have fixed them up.
+		{"invalid UTF-8 in id", "POST", PathPreReboot, "true", "{\"client_params\":{\"id\":\"node\xff\",\"group\":\"x\"}}", 400, KindBadClientParams},
+		{"lone surrogate in id", "POST", PathPreReboot, "true", `{"client_params":{"id":"node\udc00","group":"x"}}`, 400, KindBadClientParams},
 		{"empty group", "POST", PathPreReboot, "true", body("d", ""), 400, KindBadClientParams},
 		{"bad group", "POST", PathPreReboot, "true", body("d", "a/b"), 400, KindBadClientParams},
 		{"old node_uuid field", "POST", PathPreReboot, "true", `{"client_params":{"node_uuid":"d","group":"x"}}`, 400, KindBadClientParams},
