@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
-	"time"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
