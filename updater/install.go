@@ -121,6 +121,14 @@ func (r *InstallRequest) validate(slotSize int64, loader kernelimage.Loader) (ve
 	if strings.ContainsAny(r.Boot.Cmdline, "\n\r") {
 		return p, fmt.Errorf("%w: kernel command line must be one line", ErrBadInput)
 	}
+	for _, f := range strings.Fields(r.Boot.Cmdline) {
+		// sealift adds these itself (and the bootloader sealift.slot=); a
+		// copy from the caller, sealift.slot=A on slot B, would make the
+		// node believe it runs the other slot.
+		if strings.HasPrefix(f, "sealift.") {
+			return p, fmt.Errorf("%w: kernel command line parameter %q: sealift.* parameters are reserved for the updater and the bootloader", ErrBadInput, f)
+		}
+	}
 	if r.Tries == 0 {
 		r.Tries = bootloader.DefaultTries
 	}

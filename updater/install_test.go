@@ -236,6 +236,7 @@ func TestInstallBadInputChangesNothing(t *testing.T) {
 		{"bad version", func(r *InstallRequest) { r.Version = "v 2" }, "version"},
 		{"tries out of range", func(r *InstallRequest) { r.Tries = 16 }, "tries"},
 		{"multi-line cmdline", func(r *InstallRequest) { r.Boot.Cmdline = "a\nb" }, "one line"},
+		{"reserved cmdline parameter", func(r *InstallRequest) { r.Boot.Cmdline = "console=ttyS0 sealift.slot=A" }, `parameter "sealift.slot=A": sealift.* parameters are reserved`},
 	}
 	for _, be := range backends {
 		for _, c := range cases {

@@ -212,7 +212,8 @@ func (a diskAdapter) SlotPartUUID(s bootloader.Slot) string { return a.d.Slot(s)
 func (a diskAdapter) ESP() (bootloader.FS, error) { return a.esp, nil }
 
 // cmdlineRuntime finds the running slot in the kernel command line, where
-// every sealift boot entry puts sealift.slot=.
+// every sealift boot entry puts sealift.slot= last, after the release's
+// own parameters: the last one is the bootloader's, whatever came before.
 type cmdlineRuntime struct{ path string }
 
 func (c cmdlineRuntime) RunningSlot() (bootloader.Slot, error) {
@@ -220,8 +221,9 @@ func (c cmdlineRuntime) RunningSlot() (bootloader.Slot, error) {
 	if err != nil {
 		return "", err
 	}
-	for _, f := range strings.Fields(string(b)) {
-		if v, ok := strings.CutPrefix(f, "sealift.slot="); ok {
+	fields := strings.Fields(string(b))
+	for i := len(fields) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(fields[i], "sealift.slot="); ok {
 			return bootloader.ParseSlot(v)
 		}
 	}

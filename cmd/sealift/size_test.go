@@ -43,6 +43,9 @@ func TestCmdlineRuntime(t *testing.T) {
 		{"sealift.slot=A", bootloader.SlotA, false},
 		{"console=ttyS0 ro", "", true},
 		{"sealift.slot=C", "", true},
+		// An earlier copy (from an old install's command line) loses to
+		// the bootloader's, which comes last.
+		{"console=ttyS0 sealift.slot=A ro sealift.slot=B", bootloader.SlotB, false},
 	}
 	for _, c := range cases {
 		p := filepath.Join(t.TempDir(), "cmdline")
